@@ -1,0 +1,138 @@
+"""Authentication: login, token rotation with reuse detection, logout."""
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Optional
+
+import jwt
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import repository
+from app.auth.schemas import TokenPair
+from app.auth.throttle import Throttle, client_address
+from app.core.config import get_settings
+from app.core.errors import InvalidCredentials, InvalidToken
+from app.core.schemas import MAX_DB_ID
+from app.core.security import (
+    ACCESS,
+    create_token,
+    decode_token,
+    new_opaque_token,
+    sha256_hex,
+    utcnow,
+    verify_password,
+)
+from app.users import service as users_service
+from app.users.models import User
+
+logger = logging.getLogger(__name__)
+
+
+def login_throttles() -> "tuple[Throttle, Throttle]":
+    settings = get_settings()
+    per_account = Throttle(
+        "login:account", settings.login_max_failures, settings.login_lockout_seconds
+    )
+    per_address = Throttle(
+        "login:address", settings.login_max_failures * 10, settings.login_lockout_seconds
+    )
+    return per_account, per_address
+
+
+async def _issue_pair(session: AsyncSession, user: User, family_id: Optional[str] = None) -> TokenPair:
+    settings = get_settings()
+    lifetime = timedelta(minutes=settings.access_token_minutes)
+    access = create_token(str(user.id), ACCESS, lifetime, settings=settings)
+    refresh = new_opaque_token()
+    await repository.add_refresh_token(
+        session,
+        user_id=user.id,
+        family_id=family_id or uuid.uuid4().hex,
+        token_hash=sha256_hex(refresh),
+        expires_at=utcnow() + timedelta(days=settings.refresh_token_days),
+    )
+    return TokenPair(
+        access_token=access, expires_in=int(lifetime.total_seconds()), refresh_token=refresh
+    )
+
+
+async def login(
+    session: AsyncSession, *, email: str, password: str, client_host: Optional[str]
+) -> TokenPair:
+    """Check credentials and start a new token family.
+
+    Raises TooManyRequests after repeated failures for the account or the
+    client address, InvalidCredentials otherwise. Unknown accounts cost one
+    bcrypt check too, so timing does not reveal which emails exist.
+    """
+    account_key = users_service.normalize_email(email)[:320]
+    per_account, per_address = login_throttles()
+    address_key = client_address(client_host)
+    await per_account.check(account_key)
+    await per_address.check(address_key)
+
+    user = await users_service.find_user_by_email(session, email)
+    valid = await verify_password(password, user.password_hash if user else None)
+    if user is None or not valid or not user.is_active:
+        await per_account.record_failure(account_key)
+        await per_address.record_failure(address_key)
+        raise InvalidCredentials()
+    await per_account.reset(account_key)
+    return await _issue_pair(session, user)
+
+
+async def refresh(session: AsyncSession, *, refresh_token: str) -> TokenPair:
+    """Rotate a refresh token: the presented one stops working, a new pair is
+    returned in the same family. Presenting an already-rotated token is taken
+    as theft: the whole family is revoked. Raises InvalidToken."""
+    now = utcnow()
+    stored = await repository.get_refresh_token_for_update(session, sha256_hex(refresh_token))
+    if stored is None or stored.revoked_at is not None or stored.expires_at <= now:
+        raise InvalidToken()
+    if stored.rotated_at is not None:
+        logger.warning("refresh token reuse detected; revoking family %s", stored.family_id)
+        await repository.revoke_family(session, stored.family_id, now)
+        # The revocation must survive the error response: commit it here.
+        await session.commit()
+        raise InvalidToken()
+    user = await users_service.get_user(session, stored.user_id)
+    if not user.is_active:
+        raise InvalidToken()
+    stored.rotated_at = now
+    return await _issue_pair(session, user, family_id=stored.family_id)
+
+
+async def logout(session: AsyncSession, *, user: User, refresh_token: str) -> None:
+    """Revoke the login (token family) the refresh token belongs to. Idempotent:
+    unknown, foreign or already revoked tokens are accepted silently."""
+    stored = await repository.get_refresh_token_for_update(session, sha256_hex(refresh_token))
+    if stored is not None and stored.user_id == user.id:
+        await repository.revoke_family(session, stored.family_id, utcnow())
+
+
+async def revoke_sessions(session: AsyncSession, user: User) -> None:
+    """End every session of a user: refresh families and outstanding access tokens."""
+    now = utcnow()
+    await repository.revoke_all_for_user(session, user.id, now)
+    user.tokens_valid_after = now
+
+
+async def authenticate_access_token(session: AsyncSession, token: str) -> User:
+    """Resolve a bearer token to an active user. Raises InvalidToken."""
+    try:
+        claims = decode_token(token, ACCESS)
+        user_id = int(claims["sub"])
+        if not 0 < user_id <= MAX_DB_ID:
+            raise ValueError("subject out of range")
+    except (jwt.InvalidTokenError, ValueError, TypeError):
+        raise InvalidToken() from None
+    user = await users_service.find_active_user(session, user_id)
+    if user is None:
+        raise InvalidToken()
+    if user.tokens_valid_after is not None and claims["iat"] < int(
+        user.tokens_valid_after.timestamp()
+    ):
+        raise InvalidToken()
+    return user

@@ -1,0 +1,102 @@
+"""The `keel` command (also `python -m app`)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from typing import List, Optional
+
+from app.core.config import get_settings
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from app.core.migrations import downgrade, upgrade
+
+    if args.downgrade:
+        downgrade(revision=args.revision or "-1")
+    else:
+        upgrade(revision=args.revision or "head")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Production server: gunicorn managing uvicorn workers."""
+    settings = get_settings()
+    settings.check_production_safety()
+    workers = args.workers or settings.web_concurrency or (os.cpu_count() or 1)
+    argv = [
+        "gunicorn",
+        "app.main:app",
+        "--worker-class", "uvicorn.workers.UvicornWorker",
+        "--workers", str(workers),
+        "--bind", f"{args.host or settings.host}:{args.port or settings.port}",
+        "--graceful-timeout", "30",
+        "--timeout", "60",
+        "--keep-alive", "5",
+    ]
+    os.execvp(sys.executable, [sys.executable, "-m", *argv])
+    return 0  # pragma: no cover - exec does not return
+
+
+def cmd_create_superuser(args: argparse.Namespace) -> int:
+    from app.core.db import db
+    from app.users.service import create_user
+
+    password = args.password or os.environ.get("KEEL_SUPERUSER_PASSWORD") or getpass.getpass()
+
+    async def create() -> int:
+        async with db.sessionmaker() as session:
+            user = await create_user(
+                session, email=args.email, password=password, name=args.name, is_superuser=True
+            )
+            await session.commit()
+            user_id = user.id
+        await db.dispose()
+        return user_id
+
+    print(f"superuser {args.email} created with id {asyncio.run(create())}")
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from app.dev.launcher import run_dev
+
+    return run_dev(port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="keel", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("migrate", help="apply database migrations")
+    p.add_argument("revision", nargs="?", help="target revision (default: head)")
+    p.add_argument("--downgrade", action="store_true", help="downgrade instead (default: -1)")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("serve", help="run the API under gunicorn with uvicorn workers")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("create-superuser", help="create an account with superuser rights")
+    p.add_argument("--email", required=True)
+    p.add_argument("--name", default="Admin")
+    p.add_argument("--password", help="default: $KEEL_SUPERUSER_PASSWORD or a prompt")
+    p.set_defaults(func=cmd_create_superuser)
+
+    p = sub.add_parser("dev", help="the whole system on embedded defaults (make run)")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

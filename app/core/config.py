@@ -1,0 +1,94 @@
+"""Settings: the only place that reads environment variables."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import List, Optional
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET_KEY = "dev-insecure-secret-key-change-me-0123456789"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: str = Field("development", pattern="^(development|test|production)$")
+    secret_key: str = DEFAULT_SECRET_KEY
+    jwt_algorithm: str = Field("HS256", pattern="^HS(256|384|512)$")
+    access_token_minutes: int = Field(15, ge=1)
+    refresh_token_days: int = Field(14, ge=1)
+    bcrypt_rounds: int = Field(12, ge=4, le=16)
+
+    # Unset means "use the embedded defaults" (see app/dev).
+    database_url: Optional[str] = None
+    redis_url: Optional[str] = None
+    smtp_host: Optional[str] = None
+    smtp_port: Optional[int] = None
+    smtp_username: Optional[str] = None
+    smtp_password: Optional[str] = None
+    smtp_use_tls: bool = False
+    mail_from: str = "keel <no-reply@keel.local>"
+
+    db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(10, ge=0)
+    db_pool_timeout: float = Field(5.0, gt=0)
+    db_pool_recycle: int = Field(1800, ge=-1)
+    db_connect_timeout: float = Field(3.0, gt=0)
+    db_statement_timeout_ms: int = Field(30_000, ge=0)
+
+    data_dir: Path = REPO_ROOT / ".keel"
+    model_dir: Optional[Path] = None
+    max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    max_body_bytes: int = Field(1024 * 1024, ge=1)
+    upload_read_timeout: float = Field(30.0, gt=0)
+
+    cors_origins: List[str] = []
+    log_level: str = "INFO"
+    log_json: Optional[bool] = None
+    web_concurrency: Optional[int] = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    login_max_failures: int = Field(5, ge=1)
+    login_lockout_seconds: int = Field(300, ge=1)
+
+    payment_provider: str = Field("fake", pattern="^(fake|stripe)$")
+    stripe_api_key: Optional[str] = None
+    stripe_webhook_secret: str = "whsec_dev_only_change_me"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str) and not value.startswith("["):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return self.model_dir or (self.data_dir / "models")
+
+    @property
+    def json_logs(self) -> bool:
+        return self.is_production if self.log_json is None else self.log_json
+
+    def check_production_safety(self) -> None:
+        """Refuse to run production with a guessable signing key."""
+        if not self.is_production:
+            return
+        if self.secret_key == DEFAULT_SECRET_KEY or len(self.secret_key) < 32:
+            raise RuntimeError(
+                "SECRET_KEY must be set to a random value of at least 32 characters "
+                "in production"
+            )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

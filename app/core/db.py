@@ -1,0 +1,114 @@
+"""Async engine, session factory, request-scoped session and declarative Base."""
+from __future__ import annotations
+
+import logging
+from typing import AsyncIterator, Optional
+
+from fastapi import Depends
+from typing_extensions import Annotated
+
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+
+from app.core.config import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def resolve_database_url(settings: Settings) -> str:
+    """DATABASE_URL when set, otherwise the embedded PostgreSQL (started on demand)."""
+    if settings.database_url:
+        return settings.database_url
+    from app.dev.embedded import embedded_database_url
+
+    return embedded_database_url(settings.data_dir)
+
+
+def build_engine(settings: Settings, url: Optional[str] = None) -> AsyncEngine:
+    server_settings = {"application_name": "keel"}
+    if settings.db_statement_timeout_ms:
+        server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+    return create_async_engine(
+        url or resolve_database_url(settings),
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+        pool_recycle=settings.db_pool_recycle,
+        pool_pre_ping=True,
+        connect_args={
+            "timeout": settings.db_connect_timeout,
+            "server_settings": server_settings,
+        },
+    )
+
+
+class Database:
+    """Holds the process's engine and session factory, created lazily."""
+
+    def __init__(self) -> None:
+        self._engine: Optional[AsyncEngine] = None
+        self._sessionmaker: Optional[async_sessionmaker[AsyncSession]] = None
+
+    def configure(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            self.configure(build_engine(get_settings()))
+        assert self._engine is not None
+        return self._engine
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        if self._sessionmaker is None:
+            self.configure(self.engine)
+        assert self._sessionmaker is not None
+        return self._sessionmaker
+
+    async def dispose(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+        self._engine = None
+        self._sessionmaker = None
+
+
+db = Database()
+
+
+async def get_db() -> AsyncIterator[AsyncSession]:
+    """One session and one transaction per request.
+
+    Used through `DbSession` (scope="function"), so the commit below runs when
+    the endpoint returns and *before* the response is sent: a failed commit
+    becomes an error response, never a success the database did not keep.
+    """
+    async with db.sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+DbSession = Annotated[AsyncSession, Depends(get_db, scope="function")]

@@ -1,0 +1,210 @@
+"""Domain errors and the one place that turns errors into response bodies."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class AppError(Exception):
+    """Base of every error a client may see: an HTTP status and a stable code."""
+
+    status_code = 400
+    code = "bad_request"
+    message = "Bad request"
+
+    def __init__(
+        self,
+        message: Optional[str] = None,
+        *,
+        headers: Optional[Dict[str, str]] = None,
+        detail: Any = None,
+    ) -> None:
+        self.message = message or self.message
+        self.detail = detail if detail is not None else self.message
+        self.headers = headers
+        super().__init__(self.message)
+
+
+class BadRequest(AppError):
+    status_code = 400
+    code = "bad_request"
+
+
+class NotAuthenticated(AppError):
+    status_code = 401
+    code = "not_authenticated"
+    message = "Not authenticated"
+
+    def __init__(self, message: Optional[str] = None, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(message, **kwargs)
+
+
+class InvalidToken(NotAuthenticated):
+    code = "invalid_token"
+    message = "Invalid or expired token"
+
+
+class InvalidCredentials(NotAuthenticated):
+    code = "invalid_credentials"
+    message = "Incorrect email or password"
+
+
+class Forbidden(AppError):
+    status_code = 403
+    code = "forbidden"
+    message = "Not allowed"
+
+
+class NotFound(AppError):
+    status_code = 404
+    code = "not_found"
+    message = "Not found"
+
+
+class Conflict(AppError):
+    status_code = 409
+    code = "conflict"
+    message = "Conflict"
+
+
+class PayloadTooLarge(AppError):
+    status_code = 413
+    code = "payload_too_large"
+    message = "Request body too large"
+
+
+class UnprocessableEntity(AppError):
+    status_code = 422
+    code = "validation_error"
+    message = "Invalid input"
+
+
+class TooManyRequests(AppError):
+    status_code = 429
+    code = "too_many_attempts"
+    message = "Too many attempts, try again later"
+
+    def __init__(self, retry_after: int, message: Optional[str] = None) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, int(retry_after)))})
+
+
+class ServiceUnavailable(AppError):
+    status_code = 503
+    code = "service_unavailable"
+    message = "Service temporarily unavailable"
+
+    def __init__(self, message: Optional[str] = None, *, retry_after: int = 1, **kw: Any) -> None:
+        kw.setdefault("headers", {"Retry-After": str(retry_after)})
+        super().__init__(message, **kw)
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
+    message = "The database is unavailable, try again shortly"
+
+
+def error_body(detail: Any, code: str) -> Dict[str, Any]:
+    return {"detail": detail, "code": code}
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
+
+
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return JSONResponse(
+        error_body(jsonable_encoder(exc.detail), exc.code),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [_clean_validation_error(error) for error in exc.errors()]
+    return JSONResponse(error_body(jsonable_encoder(errors), "validation_error"), 422)
+
+
+def _clean_validation_error(error: Any) -> Any:
+    """Make a pydantic error JSON-safe and short: no exception objects, no
+    echo of huge or binary inputs."""
+    if not isinstance(error, dict):
+        return str(error)
+    error = dict(error)
+    ctx = error.get("ctx")
+    if isinstance(ctx, dict):
+        error["ctx"] = {k: v if isinstance(v, _SCALARS) else str(v) for k, v in ctx.items()}
+    value = error.get("input")
+    if isinstance(value, bytes):
+        value = value[:200].decode("utf-8", "replace")
+    if isinstance(value, str) and len(value) > 200:
+        value = value[:200] + "..."
+    if not isinstance(value, (_SCALARS, dict, list)):
+        value = str(value)[:200]
+    error["input"] = value
+    error.pop("url", None)
+    return error
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    return JSONResponse(
+        error_body(exc.detail, code),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    # Connection-level failures mean the database is down or unreachable: a
+    # fast, retryable 503 rather than a 500.
+    if isinstance(exc, (OperationalError, InterfaceError, OSError, ConnectionError)) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        logger.warning("database unavailable: %s", type(exc).__name__)
+        err = DatabaseUnavailable()
+        return JSONResponse(error_body(err.detail, err.code), 503, headers=err.headers)
+    return await _unhandled_error(request, exc)
+
+
+async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.error(
+        "unhandled error on %s %s",
+        request.method,
+        request.url.path,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return JSONResponse(error_body("Internal server error", "internal_error"), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(OSError, _database_error)
+    app.add_exception_handler(Exception, _unhandled_error)

@@ -1,0 +1,97 @@
+"""Password hashing (off the event loop) and JWT encoding/decoding."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, Optional
+
+import anyio
+import bcrypt
+import jwt
+
+from app.core.config import Settings, get_settings
+
+MAX_PASSWORD_BYTES = 72
+ACCESS = "access"
+REFRESH = "refresh"
+
+# A real hash of a random password: verifying against it when the account does
+# not exist costs the same time as a real check, so timing leaks nothing.
+_DUMMY_HASH = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=4))
+
+
+def _hash_sync(password: str, rounds: int) -> str:
+    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds=rounds)).decode("ascii")
+
+
+def _verify_sync(password: str, hashed: Optional[str]) -> bool:
+    raw = password.encode("utf-8")
+    if len(raw) > MAX_PASSWORD_BYTES:
+        return False
+    if hashed is None:
+        bcrypt.checkpw(raw, _DUMMY_HASH)
+        return False
+    return bcrypt.checkpw(raw, hashed.encode("ascii"))
+
+
+async def hash_password(password: str, settings: Optional[Settings] = None) -> str:
+    """bcrypt in a worker thread: it releases the GIL, so the loop stays free."""
+    rounds = (settings or get_settings()).bcrypt_rounds
+    return await anyio.to_thread.run_sync(_hash_sync, password, rounds)
+
+
+async def verify_password(password: str, hashed: Optional[str]) -> bool:
+    """Constant-cost check; `hashed=None` (no such user) still spends a hash."""
+    return await anyio.to_thread.run_sync(_verify_sync, password, hashed)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def create_token(
+    subject: str,
+    token_type: str,
+    lifetime: timedelta,
+    *,
+    settings: Optional[Settings] = None,
+    extra: Optional[Dict[str, Any]] = None,
+    jti: Optional[str] = None,
+) -> str:
+    settings = settings or get_settings()
+    now = utcnow()
+    claims: Dict[str, Any] = {
+        "sub": subject,
+        "type": token_type,
+        "iat": int(now.timestamp()),
+        "exp": int((now + lifetime).timestamp()),
+        "jti": jti or uuid.uuid4().hex,
+    }
+    if extra:
+        claims.update(extra)
+    return jwt.encode(claims, settings.secret_key, algorithm=settings.jwt_algorithm)
+
+
+def decode_token(token: str, expected_type: str, settings: Optional[Settings] = None) -> Dict[str, Any]:
+    """Verify signature (pinned algorithm), expiry and type. Raises jwt.InvalidTokenError."""
+    settings = settings or get_settings()
+    claims: Dict[str, Any] = jwt.decode(
+        token,
+        settings.secret_key,
+        algorithms=[settings.jwt_algorithm],
+        options={"require": ["sub", "exp", "iat", "jti", "type"]},
+    )
+    if claims.get("type") != expected_type:
+        raise jwt.InvalidTokenError("wrong token type")
+    return claims
+
+
+def sha256_hex(value: str) -> str:
+    """Digest for storing secrets (refresh/reset tokens) we only need to compare."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def new_opaque_token() -> str:
+    return secrets.token_urlsafe(32)

@@ -1,0 +1,66 @@
+"""The FastAPI application: routers, middleware, error handlers, lifespan."""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Optional
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.auth.router import router as auth_router
+from app.core.config import Settings, get_settings
+from app.core.db import db
+from app.core.errors import install_error_handlers
+from app.core.logging import configure_logging
+from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.core.redis import close_redis
+from app.posts.router import router as posts_router
+from app.ops.router import router as ops_router
+from app.users.router import router as users_router
+
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    settings.check_production_safety()
+    yield
+    await close_redis()
+    await db.dispose()
+
+
+def create_app(settings: Optional[Settings] = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.json_logs)
+    app = FastAPI(
+        title="keel",
+        version="0.1.0",
+        description="Users, posts, a money ledger, background jobs, CSV ingestion and ML serving.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+
+    for router in (ops_router, auth_router, users_router, posts_router):
+        app.include_router(router)
+
+    # Upload endpoints count their own bytes against MAX_UPLOAD_BYTES.
+    upload_limits = {"/api/upload-csv": settings.max_upload_bytes + 64 * 1024}
+    app.add_middleware(
+        BodySizeLimitMiddleware, default_limit=settings.max_body_bytes, overrides=upload_limits
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(RequestContextMiddleware, hsts=settings.is_production)
+    return app
+
+
+app = create_app()
