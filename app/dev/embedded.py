@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Dict
 
 logger = logging.getLogger(__name__)
+# pgserver logs every command it runs at INFO, including from atexit handlers.
+logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 # Keep server handles alive for the life of the process: dropping the last
 # reference stops a server this process started.
