@@ -1,4 +1,5 @@
 """The `keel` command (also `python -m app`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -29,12 +30,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     argv = [
         "gunicorn",
         "app.main:app",
-        "--worker-class", "uvicorn.workers.UvicornWorker",
-        "--workers", str(workers),
-        "--bind", f"{args.host or settings.host}:{args.port or settings.port}",
-        "--graceful-timeout", "30",
-        "--timeout", "60",
-        "--keep-alive", "5",
+        "--worker-class",
+        "uvicorn.workers.UvicornWorker",
+        "--workers",
+        str(workers),
+        "--bind",
+        f"{args.host or settings.host}:{args.port or settings.port}",
+        "--graceful-timeout",
+        "30",
+        "--timeout",
+        "60",
+        "--keep-alive",
+        "5",
     ]
     os.execvp(sys.executable, [sys.executable, "-m", *argv])
     return 0  # pragma: no cover - exec does not return

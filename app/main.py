@@ -1,4 +1,5 @@
 """The FastAPI application: routers, middleware, error handlers, lifespan."""
+
 from __future__ import annotations
 
 import logging
@@ -15,8 +16,8 @@ from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.core.redis import close_redis
-from app.posts.router import router as posts_router
 from app.ops.router import router as ops_router
+from app.posts.router import router as posts_router
 from app.users.router import router as users_router
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
 """Settings: the only place that reads environment variables."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -84,8 +85,7 @@ class Settings(BaseSettings):
             return
         if self.secret_key == DEFAULT_SECRET_KEY or len(self.secret_key) < 32:
             raise RuntimeError(
-                "SECRET_KEY must be set to a random value of at least 32 characters "
-                "in production"
+                "SECRET_KEY must be set to a random value of at least 32 characters in production"
             )
 
 

