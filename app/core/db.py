@@ -52,7 +52,7 @@ def build_engine(settings: Settings, url: Optional[str] = None) -> AsyncEngine:
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         pool_recycle=settings.db_pool_recycle,
-        pool_pre_ping=True,
+        pool_pre_ping=settings.db_pool_pre_ping,
         connect_args={
             "timeout": settings.db_connect_timeout,
             "server_settings": server_settings,

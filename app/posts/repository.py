@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.pagination import fetch_page
 from app.posts.models import Post
 
 
@@ -27,13 +28,10 @@ async def get_post(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def count_posts(session: AsyncSession) -> int:
-    return int((await session.execute(select(func.count(Post.id)))).scalar_one())
-
-
-async def list_posts(session: AsyncSession, *, limit: int, offset: int) -> List[Post]:
-    stmt = select(Post).order_by(Post.id.desc()).limit(limit).offset(offset)
-    return list((await session.execute(stmt)).scalars().all())
+async def list_posts(session: AsyncSession, *, limit: int, offset: int) -> Tuple[List[Post], int]:
+    """Newest first (ids are monotonic, so id order is creation order), with the total."""
+    stmt = select(Post).order_by(Post.id.desc())
+    return await fetch_page(session, stmt, limit=limit, offset=offset)
 
 
 async def delete_post(session: AsyncSession, post: Post) -> None:
