@@ -16,6 +16,7 @@ from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.core.redis import close_redis
+from app.ops.metrics import MetricsMiddleware
 from app.ops.router import router as ops_router
 from app.posts.router import router as posts_router
 from app.users.router import router as users_router
@@ -60,6 +61,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
+    app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestContextMiddleware, hsts=settings.is_production)
     return app
 

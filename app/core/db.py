@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import AsyncIterator, Optional
+from typing import Any, AsyncIterator, Dict, Optional
 
 from fastapi import Depends
 from sqlalchemy import MetaData
@@ -84,6 +84,17 @@ class Database:
             self.configure(self.engine)
         assert self._sessionmaker is not None
         return self._sessionmaker
+
+    def pool_status(self) -> Optional[Dict[str, int]]:
+        """Size, in-use and overflow counts of this process's pool (None before first use)."""
+        if self._engine is None:
+            return None
+        pool: Any = self._engine.pool
+        return {
+            "size": pool.size(),
+            "checked_out": pool.checkedout(),
+            "overflow": max(0, pool.overflow()),
+        }
 
     async def dispose(self) -> None:
         if self._engine is not None:

@@ -32,7 +32,7 @@ def wait_until_healthy(base_url: str, proc: subprocess.Popen, timeout: float = 3
     raise RuntimeError("server did not become healthy")
 
 
-def start_server(extra_env: Optional[Dict[str, str]] = None) -> "tuple[subprocess.Popen, str]":
+def start_server(extra_env: Optional[Dict[str, str]] = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, **(extra_env or {})}
     proc = subprocess.Popen(
