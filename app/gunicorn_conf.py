@@ -1,4 +1,5 @@
 """gunicorn settings used by `keel serve` (`-c python:app.gunicorn_conf`)."""
+
 from __future__ import annotations
 
 import os

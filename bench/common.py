@@ -3,6 +3,7 @@
 Benchmarks load only 127.0.0.1 and are bounded in time. Figures are reported
 next to a baseline measured in the same run.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -25,7 +26,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -98,9 +101,17 @@ def server(
     """Run the API (uvicorn, N workers) with `env`; yields its base URL."""
     port = free_port()
     command = argv or [
-        sys.executable, "-m", "uvicorn", "app.main:app",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--workers", str(workers), "--no-access-log",
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
     ]
     command = [part.replace("{port}", str(port)) for part in command]
     log = tempfile.NamedTemporaryFile(prefix="keel-bench-", suffix=".log", delete=False)
@@ -164,8 +175,18 @@ def run_wrk(
     script: Optional[str] = None,
 ) -> Dict[str, float]:
     """wrk with latency percentiles; returns rps, p50/p99 (ms) and error counts."""
-    argv = [ensure_wrk(), "-t", str(min(threads, connections)), "-c", str(connections),
-            "-d", f"{seconds}s", "--latency", "--timeout", "10s"]
+    argv = [
+        ensure_wrk(),
+        "-t",
+        str(min(threads, connections)),
+        "-c",
+        str(connections),
+        "-d",
+        f"{seconds}s",
+        "--latency",
+        "--timeout",
+        "10s",
+    ]
     for name, value in (headers or {}).items():
         argv += ["-H", f"{name}: {value}"]
     if script:

@@ -8,6 +8,7 @@
 
 Run: make bench  (or .venv/bin/python bench/foundation.py)
 """
+
 from __future__ import annotations
 
 import os
@@ -94,25 +95,40 @@ def main() -> None:
                 "/health latency (ms), idle vs 8 concurrent sign-ups (bcrypt cost 12)",
                 [
                     {"phase": "idle", "n": idle["n"], "p50": idle["p50"], "p99": idle["p99"]},
-                    {"phase": "8 sign-ups", "n": loaded["n"], "p50": loaded["p50"],
-                     "p99": loaded["p99"]},
+                    {
+                        "phase": "8 sign-ups",
+                        "n": loaded["n"],
+                        "p50": loaded["p50"],
+                        "p99": loaded["p99"],
+                    },
                 ],
             )
             print(f"p99 ratio under load / idle: {ratio:.2f}x (goal <= 3x)")
-            print(f"sign-ups/s at {SIGNUP_CLIENTS} clients: {loaded['signups_per_s']:.1f} "
-                  f"(errors: {loaded['signup_errors']:.0f})")
+            print(
+                f"sign-ups/s at {SIGNUP_CLIENTS} clients: {loaded['signups_per_s']:.1f} "
+                f"(errors: {loaded['signup_errors']:.0f})"
+            )
 
             headers = seed_reader(base, posts=200)
             rows = []
             for path in ("/api/users/me", "/api/posts"):
                 result = run_wrk(f"{base}{path}", connections=64, seconds=10, headers=headers)
-                rows.append({"endpoint": path, "req/s": result["rps"], "p50 ms": result["p50"],
-                             "p99 ms": result["p99"], "non-2xx": result["non_2xx"],
-                             "socket errors": result["socket_errors"]})
+                rows.append(
+                    {
+                        "endpoint": path,
+                        "req/s": result["rps"],
+                        "p50 ms": result["p50"],
+                        "p99 ms": result["p99"],
+                        "non-2xx": result["non_2xx"],
+                        "socket errors": result["socket_errors"],
+                    }
+                )
             print_table("wrk, 64 connections, 10 s, one uvicorn worker", rows)
             health = run_wrk(f"{base}/health", connections=64, seconds=5)
-            print(f"baseline GET /health at 64 connections: {health['rps']:.0f} req/s; "
-                  f"/api/users/me is {rows[0]['req/s'] / health['rps']:.2f}x of it")  # type: ignore[operator]
+            print(
+                f"baseline GET /health at 64 connections: {health['rps']:.0f} req/s; "
+                f"/api/users/me is {rows[0]['req/s'] / health['rps']:.2f}x of it"
+            )  # type: ignore[operator]
 
 
 if __name__ == "__main__":
