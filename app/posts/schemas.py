@@ -16,11 +16,17 @@ Body = Annotated[str, Field(max_length=50_000)]
 
 
 class PostCreate(BaseModel):
+    # Python's regex engine, so `\S` agrees with str.isspace() and with
+    # clients validating against the published schema in Python.
+    model_config = ConfigDict(regex_engine="python-re")
+
     title: Title
     body: Body = ""
 
 
 class PostUpdate(BaseModel):
+    model_config = ConfigDict(regex_engine="python-re")
+
     # Optional to omit, never null: SkipJsonSchema keeps null out of the schema.
     title: Union[Title, SkipJsonSchema[None]] = None
     body: Union[Body, SkipJsonSchema[None]] = None

@@ -17,6 +17,8 @@ def check_password_strength(value: str) -> str:
 
 
 class UserCreate(BaseModel):
+    model_config = ConfigDict(regex_engine="python-re")
+
     email: EmailStr = Field(max_length=320)
     password: str = Field(
         min_length=8,
