@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Dict, Optional
 
 from fastapi import FastAPI, Request
@@ -159,6 +160,7 @@ def _clean_validation_error(error: Any) -> Any:
         value = value[:200].decode("utf-8", "replace")
     if isinstance(value, str) and len(value) > 200:
         value = value[:200] + "..."
+    value = _finite(value)
     if not isinstance(value, (_SCALARS, dict, list)):
         value = str(value)[:200]
     error["input"] = value
@@ -167,6 +169,17 @@ def _clean_validation_error(error: Any) -> Any:
 
 
 _SCALARS = (str, int, float, bool, type(None))
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf in the echoed input (JSON cannot carry them back) become strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    return value
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
