@@ -150,6 +150,10 @@ def serve_keel_light_auth(port: int) -> None:
             raise InvalidToken()
         return User(id=user_id, is_active=True)
 
+    # Local names: give FastAPI real annotations, not strings it cannot resolve.
+    light_user.__annotations__ = {
+        "token": Annotated[Opt[str], Depends(scheme)], "return": User
+    }
     app = create_app()
     app.dependency_overrides[get_current_user] = light_user
     uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
@@ -203,8 +207,9 @@ class Server:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {argv}")
             time.sleep(0.005)
         else:
+            status = post(self.url, body, headers, timeout=2)
             self.stop()
-            raise RuntimeError(f"server did not answer: {argv}")
+            raise RuntimeError(f"server did not answer 200 (last: {status}): {argv}")
         self.ready_seconds = time.perf_counter() - started
 
     def worker_pids(self) -> List[int]:
