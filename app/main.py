@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Optional
@@ -16,6 +17,8 @@ from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.core.redis import close_redis
+from app.ml.router import router as ml_router
+from app.ml.serving import start_model_serving, stop_model_serving
 from app.ops.metrics import MetricsMiddleware
 from app.ops.router import router as ops_router
 from app.posts.router import router as posts_router
@@ -28,7 +31,10 @@ logger = logging.getLogger(__name__)
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     settings.check_production_safety()
+    await start_model_serving(settings)
+    gc.freeze()  # startup objects out of the collector's way: fewer tail-latency pauses
     yield
+    await stop_model_serving()
     await close_redis()
     await db.dispose()
 
@@ -45,7 +51,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
 
-    for router in (ops_router, auth_router, users_router, posts_router):
+    for router in (ops_router, auth_router, users_router, posts_router, ml_router):
         app.include_router(router)
 
     # Upload endpoints count their own bytes against MAX_UPLOAD_BYTES.
