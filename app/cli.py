@@ -60,6 +60,23 @@ def cmd_create_superuser(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A Celery worker for the job queue (also runs the outbox sweep)."""
+    from app.worker import QUEUE, celery_app
+
+    settings = get_settings()
+    # No mingle/gossip: workers share nothing but the queue, and start faster.
+    argv = ["worker", "--loglevel", args.loglevel, "--pool", args.pool,
+            "--without-mingle", "--without-gossip", "--queues", QUEUE]
+    concurrency = args.concurrency or settings.worker_concurrency
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    if args.hostname:
+        argv += ["--hostname", args.hostname]
+    celery_app.worker_main(argv)
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from app.dev.launcher import run_dev
 
@@ -86,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="Admin")
     p.add_argument("--password", help="default: $KEEL_SUPERUSER_PASSWORD or a prompt")
     p.set_defaults(func=cmd_create_superuser)
+
+    p = sub.add_parser("worker", help="run a background-job worker (Celery)")
+    p.add_argument("--concurrency", type=int, help="pool processes (default: CPU count)")
+    p.add_argument("--pool", default="prefork", choices=["prefork", "solo"])
+    p.add_argument("--loglevel", default="INFO")
+    p.add_argument("--hostname", help="worker node name, e.g. w1@%%h")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("dev", help="the whole system on embedded defaults (make run)")
     p.add_argument("--port", type=int, default=8000)
