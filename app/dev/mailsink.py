@@ -12,8 +12,8 @@ import logging
 import threading
 import time
 import uuid
-from email import message_from_bytes
-from email.message import Message
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -28,7 +28,7 @@ class StoringHandler:
     def __init__(self, folder: Optional[Path] = None, keep_in_memory: bool = True) -> None:
         self.folder = folder
         self.keep_in_memory = keep_in_memory
-        self.messages: List[Message] = []
+        self.messages: List[EmailMessage] = []
         self.count = 0
         self._lock = threading.Lock()
         if folder is not None:
@@ -42,7 +42,7 @@ class StoringHandler:
         with self._lock:
             self.count += 1
             if self.keep_in_memory:
-                self.messages.append(message_from_bytes(data))
+                self.messages.append(message_from_bytes(data, policy=policy.default))
         return "250 Message accepted for delivery"
 
     def message_ids(self) -> List[str]:

@@ -75,6 +75,14 @@ class Relay:
         self._idle = threading.Event()
         self._idle.set()
         self._inflight = 0
+        self._broker_url: Optional[str] = None
+        self._generation = 0
+
+    def use_broker(self, broker_url: Optional[str]) -> None:
+        """Publish to this broker from now on (default: the Celery app's)."""
+        with self._lock:
+            self._broker_url = broker_url
+            self._generation += 1
 
     def submit(self, messages: List[OutboundMessage]) -> None:
         self._ensure_thread()
@@ -106,9 +114,14 @@ class Relay:
     def _run(self) -> None:
         from app.jobs.publisher import Publisher
 
-        publisher = Publisher()
+        generation = self._generation
+        publisher = Publisher(self._broker_url)
         while True:
             first = self._queue.get()
+            if generation != self._generation:
+                publisher.reset()
+                generation = self._generation
+                publisher = Publisher(self._broker_url)
             batch = [first]
             while len(batch) < 500:
                 try:
