@@ -51,13 +51,14 @@ async def list_jobs(
 
 
 async def claim_stale_jobs(
-    session: AsyncSession, *, grace: timedelta, limit: int
+    session: AsyncSession, *, grace: timedelta, lease: timedelta, limit: int
 ) -> List[Tuple[int, str]]:
     """Rows a broker message may have been lost for, marked as published now.
 
     - queued/retrying, due, and not published within the grace period;
-    - running, untouched for the grace period and not locked by a live run
-      (SKIP LOCKED: a run in progress holds its row lock).
+    - running and untouched for longer than the lease (the hard time limit
+      plus the grace period: no live run lasts that long), and not locked
+      by a run (SKIP LOCKED).
     """
     now = func.now()
     stale = (
@@ -69,7 +70,7 @@ async def claim_stale_jobs(
                     Job.available_at <= now,
                     Job.published_at <= now - grace,
                 ),
-                and_(Job.status == RUNNING, Job.updated_at <= now - grace),
+                and_(Job.status == RUNNING, Job.updated_at <= now - lease),
             )
         )
         .order_by(Job.id)

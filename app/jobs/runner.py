@@ -137,14 +137,16 @@ async def _claim(
     if job is None:
         await session.rollback()
         return Outcome("skipped", "missing or being run")
-    if job.kind != kind:
+    # A rollback expires the object: read what the messages need first.
+    status, job_kind = job.status, job.kind
+    if job_kind != kind:
         await session.rollback()
-        logger.error("job %s is %s, not %s: message ignored", job_id, job.kind, kind)
+        logger.error("job %s is %s, not %s: message ignored", job_id, job_kind, kind)
         return Outcome("skipped", "kind mismatch")
-    if job.status in (SUCCEEDED, DEAD):
+    if status in (SUCCEEDED, DEAD):
         await session.rollback()
-        return Outcome("skipped", f"already {job.status}")
-    if job.status in (QUEUED, RETRYING) and job.available_at > utcnow() + _EARLY_TOLERANCE:
+        return Outcome("skipped", f"already {status}")
+    if status in (QUEUED, RETRYING) and job.available_at > utcnow() + _EARLY_TOLERANCE:
         await session.rollback()
         return Outcome("skipped", "not due yet")
     if job.status == RUNNING:

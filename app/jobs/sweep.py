@@ -7,7 +7,9 @@ for retry and not published for `job_publish_grace_seconds`, or `running`
 with no live run holding their row lock -- and publishes them again. This
 covers a Redis restart (Redis keeps nothing on disk), a crash between commit
 and publish, and a whole worker dying (kombu would only restore its unacked
-messages after the visibility timeout). Duplicate messages are harmless:
+messages after the visibility timeout). A `running` row is only taken back
+after the job's hard time limit plus the grace period, so a live run is
+never duplicated by the sweep. Duplicate messages are harmless:
 a run claims the row first.
 """
 from __future__ import annotations
@@ -45,6 +47,9 @@ async def sweep_once(
         stale = await repository.claim_stale_jobs(
             session,
             grace=timedelta(seconds=settings.job_publish_grace_seconds),
+            lease=timedelta(
+                seconds=settings.job_time_limit_seconds + settings.job_publish_grace_seconds
+            ),
             limit=settings.job_sweep_batch,
         )
         await session.commit()
