@@ -17,8 +17,8 @@ from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddlewar
 from app.core.redis import close_redis
 from app.emails.router import router as emails_router
 from app.jobs.router import router as jobs_router
-from app.posts.router import router as posts_router
 from app.ops.router import router as ops_router
+from app.posts.router import router as posts_router
 from app.users.router import router as users_router
 
 logger = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ Each pool process gets one event loop, one async engine and one SMTP
 connection, created when the process starts (worker_process_init), and
 closed when it stops. The worker's main process runs the outbox sweep.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Password reset: one-time, expiring tokens sent by email (through a job)."""
+
 from __future__ import annotations
 
 import base64

@@ -30,7 +30,7 @@ from app.users.models import User
 logger = logging.getLogger(__name__)
 
 
-def login_throttles() -> "tuple[Throttle, Throttle]":
+def login_throttles() -> tuple[Throttle, Throttle]:
     settings = get_settings()
     per_account = Throttle(
         "login:account", settings.login_max_failures, settings.login_lockout_seconds

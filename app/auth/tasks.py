@@ -1,4 +1,5 @@
 """Worker side of auth: the password-reset email."""
+
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession

@@ -5,8 +5,6 @@ import logging
 from typing import AsyncIterator, Optional
 
 from fastapi import Depends
-from typing_extensions import Annotated
-
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -15,6 +13,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from typing_extensions import Annotated
 
 from app.core.config import Settings, get_settings
 

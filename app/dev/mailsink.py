@@ -5,6 +5,7 @@ unset starts one on demand (`embedded_mail_sink`). Each accepted message is
 written as an .eml file under `<data dir>/mail/`. Tests and the benchmark
 use `MailSink` with their own handlers (counting, failing, stalling).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -59,13 +60,15 @@ class MailSink:
         self.port = port
         self._loop = asyncio.new_event_loop()
         self._server: Optional[asyncio.AbstractServer] = None
-        self._thread = threading.Thread(target=self._loop.run_forever, name="mail-sink", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="mail-sink", daemon=True
+        )
 
     @property
     def address(self) -> Tuple[str, int]:
         return self.host, self.port
 
-    def start(self) -> "MailSink":
+    def start(self) -> MailSink:
         self._thread.start()
         future = asyncio.run_coroutine_threadsafe(self._serve(), self._loop)
         future.result(timeout=10)

@@ -1,4 +1,5 @@
 """Emails users ask for: queued as jobs, sent by the worker."""
+
 from __future__ import annotations
 
 from typing import Optional

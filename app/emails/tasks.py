@@ -1,4 +1,5 @@
 """Worker side of emails: render and send over SMTP."""
+
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession

@@ -7,6 +7,7 @@ published for a transaction that rolls back, and the event loop never waits
 on the broker. If publishing fails (broker down, process dies first), the
 row stays `queued` and the sweep (app/jobs/sweep.py) publishes it later.
 """
+
 from __future__ import annotations
 
 import logging
@@ -68,7 +69,7 @@ class Relay:
     to the sweep."""
 
     def __init__(self) -> None:
-        self._queue: "queue.SimpleQueue[Optional[OutboundMessage]]" = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Optional[OutboundMessage]] = queue.SimpleQueue()
         self._thread: Optional[threading.Thread] = None
         self._pid: Optional[int] = None
         self._lock = threading.Lock()

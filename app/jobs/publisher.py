@@ -1,4 +1,5 @@
 """Sends job messages to the Celery broker. Messages carry only the job id."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """All SQL of the jobs domain."""
+
 from __future__ import annotations
 
 from datetime import timedelta

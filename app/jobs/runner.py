@@ -13,6 +13,7 @@ timeouts, anything unexpected) retry with exponential backoff and jitter up
 to `job_max_retries` times; permanent ones go to `dead` at once. A job whose
 runs vanish (worker killed) `job_max_lost_deliveries` times is dead too.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -85,7 +86,9 @@ def job_task(kind: str) -> Callable[[Handler], Handler]:
 def backoff_seconds(attempt: int, settings: Settings, rng: Optional[random.Random] = None) -> float:
     """Exponential backoff with full jitter: uniform in [base*2^(n-1)/2, base*2^(n-1)], capped."""
     rng = rng or random.Random()
-    ceiling = min(settings.job_backoff_max_seconds, settings.job_backoff_base_seconds * 2 ** (attempt - 1))
+    ceiling = min(
+        settings.job_backoff_max_seconds, settings.job_backoff_base_seconds * 2 ** (attempt - 1)
+    )
     return rng.uniform(ceiling / 2, ceiling)
 
 
@@ -132,7 +135,7 @@ async def execute_job(
 
 async def _claim(
     session: AsyncSession, job_id: int, kind: str, settings: Settings
-) -> "int | Outcome":
+) -> int | Outcome:
     job = await repository.lock_job(session, job_id, skip_locked=True)
     if job is None:
         await session.rollback()
@@ -192,7 +195,14 @@ async def _record_failure(
         job.available_at = utcnow() + timedelta(seconds=delay)
         job.published_at = job.available_at
         publish_after_commit(session, OutboundMessage(job.id, job.kind, countdown=delay))
-        logger.info("job %s (%s) retry %d in %.2fs: %s", job.id, job.kind, job.attempts, delay, job.last_error)
+        logger.info(
+            "job %s (%s) retry %d in %.2fs: %s",
+            job.id,
+            job.kind,
+            job.attempts,
+            delay,
+            job.last_error,
+        )
     status = job.status
     await session.commit()
     return Outcome(status, job.last_error or "")

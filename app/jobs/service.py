@@ -1,4 +1,5 @@
 """Jobs: the outbox API for other domains, and the dead-letter operations."""
+
 from __future__ import annotations
 
 from typing import List, Optional, Tuple

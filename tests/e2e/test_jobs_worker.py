@@ -3,6 +3,7 @@
 Every test counts what the SMTP server accepted, by Message-ID: each job's
 email must arrive exactly once, whatever was killed or restarted on the way.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -36,7 +37,11 @@ async def job_row(engine: Any, job_id: int) -> Dict[str, Any]:
     from sqlalchemy import text
 
     async with engine.connect() as conn:
-        row = (await conn.execute(text("SELECT * FROM jobs WHERE id = :id"), {"id": job_id})).mappings().one()
+        row = (
+            (await conn.execute(text("SELECT * FROM jobs WHERE id = :id"), {"id": job_id}))
+            .mappings()
+            .one()
+        )
     return dict(row)
 
 
@@ -58,7 +63,9 @@ async def message_id_of(engine: Any, job_id: int) -> str:
 
 async def sign_up(client: Any, name: str = "Ann") -> Dict[str, Any]:
     email = unique_email()
-    response = await client.post("/api/users", json={"email": email, "password": PASSWORD, "name": name})
+    response = await client.post(
+        "/api/users", json={"email": email, "password": PASSWORD, "name": name}
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -75,7 +82,9 @@ async def welcome_job_id(engine: Any, user_id: int) -> int:
     async with engine.connect() as conn:
         return (
             await conn.execute(
-                text("SELECT id FROM jobs WHERE kind = 'users.send_welcome_email' AND owner_id = :u"),
+                text(
+                    "SELECT id FROM jobs WHERE kind = 'users.send_welcome_email' AND owner_id = :u"
+                ),
                 {"u": user_id},
             )
         ).scalar_one()
@@ -86,7 +95,9 @@ async def make_superuser(engine: Any, client: Any) -> Dict[str, str]:
 
     user = await sign_up(client, name="Admin")
     async with engine.begin() as conn:
-        await conn.execute(text("UPDATE users SET is_superuser = true WHERE id = :id"), {"id": user["id"]})
+        await conn.execute(
+            text("UPDATE users SET is_superuser = true WHERE id = :id"), {"id": user["id"]}
+        )
     tokens = await login(client, user["email"])
     return {"Authorization": f"Bearer {tokens['access_token']}"}
 
@@ -99,7 +110,9 @@ async def test_send_email_and_welcome_email_arrive_once_with_content(
     headers = {"Authorization": f"Bearer {tokens['access_token']}"}
 
     response = await committed_client.post(
-        f"/api/send-email/{user['id']}", json={"subject": "Hi there", "body": "Body text"}, headers=headers
+        f"/api/send-email/{user['id']}",
+        json={"subject": "Hi there", "body": "Body text"},
+        headers=headers,
     )
     assert response.status_code == 202
     assert response.json()["message"] == "Email queued"
@@ -130,14 +143,18 @@ async def test_password_reset_email_token_sets_password_and_revokes_sessions(
     user = await sign_up(committed_client)
     old = await login(committed_client, user["email"])
 
-    response = await committed_client.post("/api/auth/password-reset", json={"email": user["email"]})
+    response = await committed_client.post(
+        "/api/auth/password-reset", json={"email": user["email"]}
+    )
     assert response.status_code == 202
 
     async def reset_mail() -> Any:
         return [m for m in mailbox.received() if m["Subject"] == "Reset your keel password"]
 
     [mail] = await eventually(reset_mail, 20, "the reset email")
-    token = next(line.strip() for line in mail.get_content().splitlines() if line.startswith("    "))
+    token = next(
+        line.strip() for line in mail.get_content().splitlines() if line.startswith("    ")
+    )
 
     confirm = await committed_client.post(
         "/api/auth/password-reset/confirm", json={"token": token, "new_password": "brand-new-pass"}
@@ -152,7 +169,9 @@ async def test_password_reset_email_token_sets_password_and_revokes_sessions(
         "/api/users/me", headers={"Authorization": f"Bearer {old['access_token']}"}
     )
     assert me.status_code == 401
-    refreshed = await committed_client.post("/token/refresh", json={"refresh_token": old["refresh_token"]})
+    refreshed = await committed_client.post(
+        "/token/refresh", json={"refresh_token": old["refresh_token"]}
+    )
     assert refreshed.status_code == 401
     await login(committed_client, user["email"], "brand-new-pass")
 
