@@ -66,6 +66,12 @@ def cmd_train_model(args: argparse.Namespace) -> int:
     from app.ml.training import train_model
 
     model_dir = args.model_dir or get_settings().resolved_model_dir
+    if args.if_missing:
+        from app.ml.registry import Registry
+
+        if Registry(model_dir).versions():
+            print(f"train-model: {model_dir} already has a model; nothing to do")
+            return 0
     try:
         manifest = train_model(model_dir, kind=args.kind, seed=args.seed, activate=args.activate)
     except ArtifactError as exc:
@@ -73,6 +79,32 @@ def cmd_train_model(args: argparse.Namespace) -> int:
         return 1
     metrics = ", ".join(f"{k}={v}" for k, v in manifest["metrics"].items())
     print(f"registered {manifest['version']} ({manifest['name']}) in {model_dir}: {metrics}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A Celery worker for the job queue (also runs the outbox sweep)."""
+    from app.worker import QUEUE, celery_app
+
+    settings = get_settings()
+    # No mingle/gossip: workers share nothing but the queue, and start faster.
+    argv = [
+        "worker",
+        "--loglevel",
+        args.loglevel,
+        "--pool",
+        args.pool,
+        "--without-mingle",
+        "--without-gossip",
+        "--queues",
+        QUEUE,
+    ]
+    concurrency = args.concurrency or settings.worker_concurrency
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    if args.hostname:
+        argv += ["--hostname", args.hostname]
+    celery_app.worker_main(argv)
     return 0
 
 
@@ -112,7 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve this version (the first version registered is always activated)",
     )
     p.add_argument("--model-dir", type=Path, help="default: MODEL_DIR or .keel/models")
+    p.add_argument("--if-missing", action="store_true", help="do nothing if a model exists")
     p.set_defaults(func=cmd_train_model)
+    p = sub.add_parser("worker", help="run a background-job worker (Celery)")
+    p.add_argument("--concurrency", type=int, help="pool processes (default: CPU count)")
+    p.add_argument("--pool", default="prefork", choices=["prefork", "solo"])
+    p.add_argument("--loglevel", default="INFO")
+    p.add_argument("--hostname", help="worker node name, e.g. w1@%%h")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("dev", help="the whole system on embedded defaults (make run)")
     p.add_argument("--port", type=int, default=8000)

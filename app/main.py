@@ -17,6 +17,8 @@ from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.core.redis import close_redis
+from app.emails.router import router as emails_router
+from app.jobs.router import router as jobs_router
 from app.ml.router import router as ml_router
 from app.ml.serving import start_model_serving, stop_model_serving
 from app.ops.metrics import MetricsMiddleware
@@ -51,7 +53,15 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
 
-    for router in (ops_router, auth_router, users_router, posts_router, ml_router):
+    for router in (
+        ops_router,
+        auth_router,
+        users_router,
+        posts_router,
+        jobs_router,
+        emails_router,
+        ml_router,
+    ):
         app.include_router(router)
 
     # Upload endpoints count their own bytes against MAX_UPLOAD_BYTES.

@@ -1,8 +1,9 @@
 """Imports every domain's models so Base.metadata is complete (Alembic, tests)."""
 
-from app.auth.models import RefreshToken
+from app.auth.models import PasswordResetToken, RefreshToken
 from app.core.db import Base
+from app.jobs.models import Job
 from app.posts.models import Post
 from app.users.models import User
 
-__all__ = ["Base", "RefreshToken", "Post", "User"]
+__all__ = ["Base", "Job", "PasswordResetToken", "RefreshToken", "Post", "User"]

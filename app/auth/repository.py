@@ -8,7 +8,7 @@ from typing import Optional
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.models import RefreshToken
+from app.auth.models import PasswordResetToken, RefreshToken
 
 
 async def add_refresh_token(
@@ -43,4 +43,41 @@ async def revoke_all_for_user(session: AsyncSession, user_id: int, now: datetime
         update(RefreshToken)
         .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=now)
+    )
+
+
+async def add_password_reset_token(
+    session: AsyncSession, *, user_id: int, nonce: str, token_hash: str, expires_at: datetime
+) -> PasswordResetToken:
+    token = PasswordResetToken(
+        user_id=user_id, nonce=nonce, token_hash=token_hash, expires_at=expires_at
+    )
+    session.add(token)
+    await session.flush()
+    return token
+
+
+async def get_password_reset_token(
+    session: AsyncSession, token_id: int
+) -> Optional[PasswordResetToken]:
+    return await session.get(PasswordResetToken, token_id)
+
+
+async def get_password_reset_token_for_update(
+    session: AsyncSession, token_hash: str
+) -> Optional[PasswordResetToken]:
+    """Row-locked, so one token cannot be used by two concurrent confirmations."""
+    stmt = (
+        select(PasswordResetToken)
+        .where(PasswordResetToken.token_hash == token_hash)
+        .with_for_update()
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def use_all_password_reset_tokens(session: AsyncSession, user_id: int, now: datetime) -> None:
+    await session.execute(
+        update(PasswordResetToken)
+        .where(PasswordResetToken.user_id == user_id, PasswordResetToken.used_at.is_(None))
+        .values(used_at=now)
     )

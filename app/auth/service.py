@@ -134,8 +134,6 @@ async def authenticate_access_token(session: AsyncSession, token: str) -> User:
     user = await users_service.find_active_user(session, user_id)
     if user is None:
         raise InvalidToken()
-    if user.tokens_valid_after is not None and claims["iat"] < int(
-        user.tokens_valid_after.timestamp()
-    ):
+    if user.tokens_valid_after is not None and claims["iat"] < user.tokens_valid_after.timestamp():
         raise InvalidToken()
     return user

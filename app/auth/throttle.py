@@ -44,8 +44,9 @@ class Throttle:
             pipe = get_redis().pipeline(transaction=False)
             for subject in subjects:
                 key = self._key(subject)
+                # SET NX EX + INCR rather than EXPIRE NX (Redis 7 only; embedded is 6.2).
+                pipe.set(key, 0, ex=self.window_seconds, nx=True)
                 pipe.incr(key)
-                pipe.expire(key, self.window_seconds, nx=True)
             await pipe.execute()
         except (RedisError, OSError):
             logger.warning("throttle %s: redis unavailable, failure not counted", self.scope)

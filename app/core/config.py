@@ -32,6 +32,23 @@ class Settings(BaseSettings):
     smtp_password: Optional[str] = None
     smtp_use_tls: bool = False
     mail_from: str = "keel <no-reply@keel.local>"
+    smtp_timeout_seconds: float = Field(10.0, gt=0)
+
+    # Background jobs (app/jobs, app/worker.py).
+    worker_concurrency: Optional[int] = Field(None, ge=1)
+    job_max_retries: int = Field(3, ge=0)
+    job_backoff_base_seconds: float = Field(2.0, gt=0)
+    job_backoff_max_seconds: float = Field(600.0, gt=0)
+    job_max_lost_deliveries: int = Field(3, ge=1)
+    job_timeout_seconds: float = Field(30.0, gt=0)
+    job_time_limit_seconds: int = Field(60, ge=1)
+    job_publish_grace_seconds: float = Field(30.0, gt=0)
+    job_sweep_interval_seconds: float = Field(5.0, gt=0)
+    job_sweep_batch: int = Field(500, ge=1)
+
+    password_reset_token_minutes: int = Field(30, ge=1)
+    password_reset_max_requests: int = Field(5, ge=1)
+    password_reset_window_seconds: int = Field(900, ge=1)
 
     db_pool_size: int = Field(10, ge=1)
     db_max_overflow: int = Field(10, ge=0)

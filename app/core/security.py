@@ -88,7 +88,9 @@ def create_token(
     claims: Dict[str, Any] = {
         "sub": subject,
         "type": token_type,
-        "iat": int(now.timestamp()),
+        # Sub-second iat: a session revoked at t (password reset) must reject a
+        # token issued earlier in the same second, and accept one issued after.
+        "iat": round(now.timestamp(), 6),
         "exp": int((now + lifetime).timestamp()),
         "jti": jti or uuid.uuid4().hex,
     }

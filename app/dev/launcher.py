@@ -1,7 +1,8 @@
 """`keel dev` / `make run`: the whole system on embedded defaults.
 
-Starts what is not configured (PostgreSQL, Redis), applies migrations, runs
-the API and stops everything it started on Ctrl-C.
+Starts what is not configured (PostgreSQL, Redis, an SMTP sink), applies
+migrations, runs the API and a worker, and stops everything it started on
+Ctrl-C.
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ def prepare_environment() -> Dict[str, str]:
         print(f"  redis:    embedded Redis at {env['REDIS_URL']}")
     else:
         print("  redis:    REDIS_URL")
+    if not settings.smtp_host:
+        from app.dev.mailsink import embedded_mail_sink, mail_folder
+
+        host, smtp_port = embedded_mail_sink(settings.data_dir).address
+        env["SMTP_HOST"], env["SMTP_PORT"] = host, str(smtp_port)
+        print(
+            f"  smtp:     embedded sink on {host}:{smtp_port}, mail saved in "
+            f"{mail_folder(settings.data_dir)}"
+        )
+    else:
+        print("  smtp:     SMTP_HOST")
     return env
 
 
@@ -56,6 +68,7 @@ def dev_processes(port: int) -> List[Tuple[str, List[str]]]:
             "api",
             [python, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
         ),
+        ("worker", [python, "-m", "app", "worker", "--concurrency", "2"]),
     ]
 
 

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import Conflict, NotFound
 from app.core.security import hash_password
+from app.jobs.service import enqueue_job
 from app.users import repository
 from app.users.models import User
 
@@ -70,7 +71,14 @@ async def find_active_user(session: AsyncSession, user_id: int) -> Optional[User
     return user if user is not None and user.is_active else None
 
 
+SEND_WELCOME_EMAIL = "users.send_welcome_email"
+
+
 async def sign_up(session: AsyncSession, *, email: str, password: str, name: str) -> User:
-    """Public sign-up: create the account (and, where jobs exist, queue the
-    welcome email in the same transaction). Raises EmailTaken."""
-    return await create_user(session, email=email, password=password, name=name)
+    """Public sign-up: create the account and queue the welcome email in the
+    same transaction (sent only if the account is committed). Raises EmailTaken."""
+    user = await create_user(session, email=email, password=password, name=name)
+    await enqueue_job(
+        session, kind=SEND_WELCOME_EMAIL, payload={"user_id": user.id}, owner_id=user.id
+    )
+    return user

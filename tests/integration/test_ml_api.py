@@ -1,5 +1,6 @@
 """Model-serving endpoints end to end through the ASGI app, with real ONNX
 models trained into a temporary MODEL_DIR."""
+
 from __future__ import annotations
 
 import asyncio
@@ -171,7 +172,8 @@ async def test_batch_rejects_nan_in_any_row(client, make_user, serving):
     user = await make_user()
     raw = '{"instances": [[' + ", ".join(["1.0"] * 30) + "], [NaN" + ", 1.0" * 29 + "]]}"
     response = await client.post(
-        "/api/predict/batch", content=raw,
+        "/api/predict/batch",
+        content=raw,
         headers={**user["headers"], "content-type": "application/json"},
     )
     assert response.status_code == 422
@@ -205,8 +207,14 @@ async def test_active_model_describes_the_serving_version(client, make_user, ser
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {
-        "name", "version", "n_features", "feature_names", "classes", "metrics",
-        "created_at", "sha256",
+        "name",
+        "version",
+        "n_features",
+        "feature_names",
+        "classes",
+        "metrics",
+        "created_at",
+        "sha256",
     }
     assert body["version"] == "v1" and body["name"] == "breast-cancer-logreg"
     assert body["n_features"] == 30 and len(body["feature_names"]) == 30

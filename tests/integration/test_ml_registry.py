@@ -1,4 +1,5 @@
 """Training, the artifact registry and the train-model command (files in tmp dirs)."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The micro-batcher with fake models: ordering, isolation, shedding, batch bounds."""
+
 from __future__ import annotations
 
 import asyncio

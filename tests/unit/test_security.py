@@ -30,7 +30,7 @@ def test_access_token_round_trip_carries_required_claims() -> None:
     assert claims["sub"] == "42"
     assert claims["type"] == ACCESS
     assert {"exp", "iat", "jti"} <= set(claims)
-    assert claims["exp"] - claims["iat"] == 300
+    assert claims["exp"] - int(claims["iat"]) == 300
 
 
 def test_decode_rejects_expired_token() -> None:

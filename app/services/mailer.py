@@ -1,0 +1,152 @@
+"""SMTP adapter: one persistent aiosmtplib connection per process (per event loop).
+
+Errors are split by what a caller should do about them: `MailTransientError`
+(connection trouble, timeouts, 4xx replies: try again later) and
+`MailPermanentError` (5xx replies: retrying will not help).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+from typing import Optional, Tuple
+
+import aiosmtplib
+
+from app.core.config import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+
+class MailError(Exception):
+    """Sending failed."""
+
+
+class MailTransientError(MailError):
+    """The server could not take the message now; the same send may succeed later."""
+
+
+class MailPermanentError(MailError):
+    """The server refused the message for good (5xx)."""
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    to: str
+    subject: str
+    body: str
+    message_id: str
+
+
+def mail_domain(settings: Settings) -> str:
+    address = parseaddr(settings.mail_from)[1]
+    return address.rpartition("@")[2] or "keel.local"
+
+
+def build_message(email: OutgoingEmail, settings: Settings) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = settings.mail_from
+    message["To"] = email.to
+    message["Subject"] = email.subject
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = email.message_id
+    message.set_content(email.body)
+    return message
+
+
+def smtp_address(settings: Settings) -> Tuple[str, int]:
+    """SMTP_HOST/SMTP_PORT, or the embedded sink (started in this process on demand)."""
+    if settings.smtp_host:
+        return settings.smtp_host, settings.smtp_port or 25
+    from app.dev.mailsink import embedded_mail_sink
+
+    return embedded_mail_sink(settings.data_dir).address
+
+
+def _classify(exc: Exception) -> MailError:
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = [r.code for r in exc.recipients]
+        if codes and all(500 <= code < 600 for code in codes):
+            return MailPermanentError(f"recipients refused: {codes}")
+        return MailTransientError(f"recipients refused: {codes}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and 500 <= exc.code < 600:
+        return MailPermanentError(f"SMTP {exc.code}: {exc.message}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return MailTransientError(f"SMTP {exc.code}: {exc.message}")
+    return MailTransientError(f"{type(exc).__name__}: {exc}")
+
+
+class Mailer:
+    """Sends messages over one reused SMTP connection; reconnects when it drops.
+
+    Not safe for concurrent use from several tasks at once: callers in the
+    worker run one job at a time per process, and a lock guards the rest.
+    """
+
+    def __init__(self, settings: Optional[Settings] = None) -> None:
+        self.settings = settings or get_settings()
+        self._client: Optional[aiosmtplib.SMTP] = None
+        self._lock = asyncio.Lock()
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        host, port = smtp_address(self.settings)
+        client = aiosmtplib.SMTP(
+            hostname=host,
+            port=port,
+            timeout=self.settings.smtp_timeout_seconds,
+            use_tls=self.settings.smtp_use_tls,
+            start_tls=False if not self.settings.smtp_use_tls else None,
+        )
+        await client.connect()
+        if self.settings.smtp_username and self.settings.smtp_password:
+            await client.login(self.settings.smtp_username, self.settings.smtp_password)
+        return client
+
+    async def send(self, email: OutgoingEmail) -> None:
+        """Hand one message to the SMTP server. Raises MailTransientError or
+        MailPermanentError; on success the server has accepted the message."""
+        message = build_message(email, self.settings)
+        async with self._lock:
+            try:
+                if self._client is None or not self._client.is_connected:
+                    self._client = await self._connect()
+                await self._client.send_message(message)
+            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+                # After any failure the session state is unknown: start afresh next time.
+                self._drop()
+                raise _classify(exc) from exc
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._client = None
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._client is not None and self._client.is_connected:
+                try:
+                    await self._client.quit()
+                except (aiosmtplib.SMTPException, OSError):
+                    logger.debug("SMTP QUIT failed; closing anyway")
+            self._drop()
+
+
+_mailer: Optional[Mailer] = None
+
+
+def get_mailer() -> Mailer:
+    """The process's mailer (created on first use, inside the worker's event loop)."""
+    global _mailer
+    if _mailer is None:
+        _mailer = Mailer()
+    return _mailer
+
+
+async def close_mailer() -> None:
+    global _mailer
+    if _mailer is not None:
+        await _mailer.close()
+    _mailer = None

