@@ -15,6 +15,7 @@ from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.core.redis import close_redis
+from app.ingestion.router import router as ingestion_router
 from app.posts.router import router as posts_router
 from app.ops.router import router as ops_router
 from app.users.router import router as users_router
@@ -43,13 +44,16 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
 
-    for router in (ops_router, auth_router, users_router, posts_router):
+    for router in (ops_router, auth_router, users_router, posts_router, ingestion_router):
         app.include_router(router)
 
     # Upload endpoints count their own bytes against MAX_UPLOAD_BYTES.
     upload_limits = {"/api/upload-csv": settings.max_upload_bytes + 64 * 1024}
     app.add_middleware(
-        BodySizeLimitMiddleware, default_limit=settings.max_body_bytes, overrides=upload_limits
+        BodySizeLimitMiddleware,
+        default_limit=settings.max_body_bytes,
+        overrides=upload_limits,
+        codes={"/api/upload-csv": "file_too_large"},
     )
     if settings.cors_origins:
         app.add_middleware(

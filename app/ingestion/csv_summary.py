@@ -1,0 +1,562 @@
+"""Streaming CSV summary with the semantics of pandas `read_csv` + `describe()`.
+
+Runs in a worker thread: it pulls byte pieces from a callable (the upload
+channel) and never holds the file. The CSV is tokenized by pyarrow's streaming
+reader (every column read as text, 1 MiB blocks); which columns are numeric is
+then decided per token the way pandas' C parser decides it, so the summary
+matches `pd.read_csv(file).describe()` on the kept rows.
+
+Memory held per upload (see docs/api.md, "CSV ingestion"):
+- a few 1 MiB blocks in flight (pyarrow block, the current record batch);
+- 8 bytes per non-missing value of each numeric column in kept rows (exact
+  quantiles need the values; stored as float64 numpy arrays);
+- the distinct cleaned emails as Arrow strings (compacted as they grow).
+
+Numeric-column rules (what pandas does with default options):
+- missing: the exact tokens of pandas' default NA list (`""`, `NA`, `null`,
+  `NaN`, `None`, ...); a column whose every value is missing is numeric
+  (float64, count 0) as long as the file has data rows;
+- numbers: ASCII whitespace around them is allowed, `inf`/`-infinity` spelled
+  exactly (case-insensitive) are infinities, any other token (text, `True`,
+  `1e500`, `NAN`) makes the whole column non-numeric;
+- an all-integer column with values outside int64 (and not all within uint64)
+  is text, as in pandas.
+The column types are decided over all rows of the file; the statistics use
+the kept rows only (rows with an empty email are dropped first).
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
+from app.ingestion.errors import InvalidCsv, MissingColumns
+
+REQUIRED_COLUMNS = ("id", "name", "email")
+EMAIL_COLUMN = "email"
+
+# pyarrow parses whole blocks: the longest row (and the header) must fit in one.
+BLOCK_SIZE = 1 << 20
+
+# pandas' default `na_values` (pandas._libs.parsers.STR_NA_VALUES); a unit
+# test keeps this list equal to the installed pandas'.
+PANDAS_NA_VALUES = (
+    "",
+    "#N/A",
+    "#N/A N/A",
+    "#NA",
+    "-1.#IND",
+    "-1.#QNAN",
+    "-NaN",
+    "-nan",
+    "1.#IND",
+    "1.#QNAN",
+    "<NA>",
+    "N/A",
+    "NA",
+    "NULL",
+    "NaN",
+    "None",
+    "n/a",
+    "nan",
+    "null",
+)
+_INF_TOKENS = frozenset({"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
+_ASCII_SPACE = " \t\n\r\x0b\x0c"
+_INT_TOKEN = re.compile(r"^[ \t\n\r\x0b\x0c]*[+-]?[0-9]+[ \t\n\r\x0b\x0c]*$")
+_INT_TOKEN_RE2 = r"^[ \t\n\r\x0b\x0c]*[+-]?[0-9]+[ \t\n\r\x0b\x0c]*$"
+# Float64 cannot tell 2**63 - 1 from 2**63: look at the tokens near the edge.
+_NEAR_INT64_EDGE = float(2**63 - 4096)
+
+PieceReader = Callable[[], Optional[bytes]]
+
+
+@dataclass
+class ColumnStats:
+    """One column of `describe()`; non-finite values are kept as float nan/inf."""
+
+    count: int
+    mean: float
+    std: float
+    min: float
+    p25: float
+    p50: float
+    p75: float
+    max: float
+
+
+@dataclass
+class CsvSummary:
+    total_rows: int
+    unique_emails: int
+    summary: Dict[str, ColumnStats] = field(default_factory=dict)
+
+
+def summarize_csv(read_piece: PieceReader) -> CsvSummary:
+    """Summarize a CSV file delivered as byte pieces (`None` marks the end).
+
+    Raises InvalidCsv (with the line or row where it can tell) for empty,
+    compressed, binary, non-UTF-8, headerless or malformed files and
+    MissingColumns when `id`, `name` or `email` is absent from the header.
+    Any exception raised by `read_piece` propagates unchanged.
+    """
+    stream = _CheckedStream(read_piece)
+    head = _read_start(stream)
+    header_bytes, rest, header_row = _split_header(stream, head)
+    names = _column_names(header_bytes)
+    missing = [name for name in REQUIRED_COLUMNS if name not in names]
+    if missing:
+        raise MissingColumns(f"Missing required columns: {', '.join(missing)}")
+    source = _ArrowSource(stream, rest)
+    if source.at_eof():
+        return CsvSummary(total_rows=0, unique_emails=0)
+    return _Summarizer(names, header_row).run(source)
+
+
+class _CheckedStream:
+    """Pulls pieces and checks each as it arrives: UTF-8 and no NUL bytes,
+    reporting the line (counted over the whole file) of the first bad byte."""
+
+    def __init__(self, read_piece: PieceReader) -> None:
+        self._read_piece = read_piece
+        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        self._lines_before = 0
+
+    def pull(self) -> Optional[bytes]:
+        piece = self._read_piece()
+        if piece is None:
+            try:
+                self._decoder.decode(b"", final=True)
+            except UnicodeDecodeError:
+                raise InvalidCsv(
+                    f"The file is not valid UTF-8: it ends inside a character "
+                    f"(line {self._lines_before + 1})"
+                ) from None
+            return None
+        self.check(piece)
+        return piece
+
+    def pull_unchecked(self) -> Optional[bytes]:
+        """The next piece as is (for sniffing the file type); call check() on it."""
+        return self._read_piece()
+
+    def check(self, piece: bytes) -> None:
+        nul = piece.find(b"\x00")
+        if nul >= 0:
+            raise InvalidCsv(
+                f"The file contains binary data (a NUL byte on line {self._line_at(piece, nul)}); "
+                "upload a plain-text CSV file encoded as UTF-8"
+            )
+        try:
+            self._decoder.decode(piece)
+        except UnicodeDecodeError as exc:
+            raise InvalidCsv(
+                f"The file is not valid UTF-8 (invalid byte on line "
+                f"{self._line_at(piece, max(exc.start, 0))}); save it as UTF-8 and upload again"
+            ) from None
+        self._lines_before += piece.count(b"\n")
+
+    def _line_at(self, piece: bytes, offset: int) -> int:
+        return self._lines_before + piece.count(b"\n", 0, offset) + 1
+
+
+def _read_start(stream: _CheckedStream) -> bytes:
+    """First bytes of the file, after sniffing formats that are not CSV text
+    (checked before UTF-8 so the message names the real problem)."""
+    stream_piece = stream.pull_unchecked()
+    head = bytearray()
+    while stream_piece is not None:
+        head += stream_piece
+        if len(head) >= 4:
+            break
+        stream_piece = stream.pull_unchecked()
+    if not head:
+        raise InvalidCsv("The file is empty")
+    data = bytes(head)
+    if data.startswith(b"\x1f\x8b"):
+        raise InvalidCsv("The file is gzip-compressed; upload the uncompressed CSV")
+    if data.startswith(b"PK\x03\x04"):
+        raise InvalidCsv("The file is a ZIP archive (an Excel workbook?); export it as CSV")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InvalidCsv("The file is UTF-16 encoded; save it as UTF-8 and upload again")
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    stream.check(data)
+    return data
+
+
+def _split_header(stream: _CheckedStream, head: bytes) -> Tuple[bytes, bytes, int]:
+    """(header record bytes, the bytes after it, the header's row number).
+
+    Skips leading blank lines as pandas does; the header record may contain
+    quoted newlines; it must fit in BLOCK_SIZE.
+    """
+    buf = bytearray(head)
+    eof = False
+    header_row = 1
+    while True:
+        while buf[:1] in (b"\n", b"\r") and (eof or len(buf) > 1):
+            del buf[: 2 if buf[:2] == b"\r\n" else 1]
+            header_row += 1
+        end = _record_end(buf) if buf[:1] not in (b"\n", b"\r") else None
+        if end is not None:
+            start, after = end
+            # A "\r" at the end of what arrived so far may be half of "\r\n".
+            if eof or after < len(buf) or buf[start : start + 1] == b"\n":
+                return bytes(buf[:start]), bytes(buf[after:]), header_row
+        if eof:
+            if not buf.strip(b"\r\n"):
+                raise InvalidCsv("The file has no header row (it contains only blank lines)")
+            return bytes(buf), b"", header_row
+        if len(buf) > BLOCK_SIZE:
+            raise InvalidCsv(
+                f"The header row is longer than {BLOCK_SIZE // 1024} KiB (is this a CSV file?)"
+            )
+        piece = stream.pull()
+        if piece is None:
+            eof = True
+        else:
+            buf += piece
+
+
+_QUOTE_OR_NEWLINE = re.compile(rb'["\r\n]')
+
+
+def _record_end(buf: bytearray) -> Optional[Tuple[int, int]]:
+    """(start, end) of the line break ending the first record, quotes respected."""
+    in_quotes = False
+    for match in _QUOTE_OR_NEWLINE.finditer(buf):
+        char = match.group()
+        if char == b'"':
+            in_quotes = not in_quotes
+        elif not in_quotes:
+            start = match.start()
+            if char == b"\r" and buf[start + 1 : start + 2] == b"\n":
+                return start, start + 2
+            return start, start + 1
+    return None
+
+
+def _column_names(header: bytes) -> List[str]:
+    text = header.decode("utf-8")
+    try:
+        row = next(csv.reader(io.StringIO(text, newline="")), [])
+    except csv.Error as exc:
+        raise InvalidCsv(f"The header row is malformed: {exc}") from None
+    names = [name if name else f"Unnamed: {index}" for index, name in enumerate(row)]
+    seen: Dict[str, int] = {}
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+    duplicates = [name for name, count in seen.items() if count > 1]
+    if duplicates:
+        raise InvalidCsv(f"Duplicate column names in the header: {', '.join(duplicates)}")
+    return names
+
+
+class _ArrowSource:
+    """The file-like object pyarrow reads the data rows from."""
+
+    closed = False
+
+    def __init__(self, stream: _CheckedStream, first: bytes) -> None:
+        self._stream = stream
+        self._buf = bytearray(first)
+        self._eof = False
+        self.error: Optional[BaseException] = None
+
+    def at_eof(self) -> bool:
+        """True when nothing but line breaks follows the header."""
+        while not self._eof and not self._buf.strip(b"\r\n"):
+            if len(self._buf) > BLOCK_SIZE:
+                del self._buf[:-1]  # blank lines only so far: keep memory bounded
+            self._fill()
+        return not self._buf.strip(b"\r\n")
+
+    def _fill(self) -> None:
+        try:
+            piece = self._stream.pull()
+        except BaseException as exc:
+            self.error = exc
+            raise
+        if piece is None:
+            self._eof = True
+        else:
+            self._buf += piece
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._eof and (size < 0 or len(self._buf) < size):
+            self._fill()
+        if size < 0 or size >= len(self._buf):
+            out = bytes(self._buf)
+            self._buf.clear()
+        else:
+            out = bytes(self._buf[:size])
+            del self._buf[:size]
+        return out
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _NumericColumn:
+    """Decides whether one column is numeric (over every row) and keeps the
+    values of the kept rows for the exact statistics."""
+
+    def __init__(self) -> None:
+        self.is_text = False
+        self.all_int = True
+        self.has_negative = False
+        self.uint64_only = False
+        self.beyond_int = False
+        self.chunks: List[np.ndarray] = []
+
+    @property
+    def is_numeric(self) -> bool:
+        if self.is_text:
+            return False
+        return not (self.all_int and (self.beyond_int or (self.uint64_only and self.has_negative)))
+
+    def mark_text(self) -> None:
+        self.is_text = True
+        self.chunks = []
+
+    def add(self, tokens: pa.Array, keep: Optional[pa.Array]) -> None:
+        if self.is_text:
+            return
+        parsed = _parse_numbers(tokens)
+        if parsed is None:
+            self.mark_text()
+            return
+        values, clean_tokens = parsed
+        if not self._tokens_agree(tokens, values):
+            self.mark_text()
+            return
+        if self.all_int:
+            self._track_integers(clean_tokens)
+        if keep is not None:
+            values = values.filter(keep)
+        values = values.drop_null()
+        if len(values):
+            self.chunks.append(_compact(values.to_numpy(zero_copy_only=False)))
+
+    def _tokens_agree(self, tokens: pa.Array, values: pa.Array) -> bool:
+        """Reject what Arrow parses but pandas does not: NaN spellings outside
+        the NA list, padded or misspelled infinities, overflow to infinity."""
+        non_finite = pc.invert(pc.is_finite(values))
+        if not pc.any(non_finite).as_py():
+            return self._check_extremes(tokens, values)
+        for token in tokens.filter(non_finite).to_pylist():
+            if token.lower() not in _INF_TOKENS:
+                return False
+        return self._check_extremes(tokens, values)
+
+    def _check_extremes(self, tokens: pa.Array, values: pa.Array) -> bool:
+        extremes = pc.min_max(values)
+        low, high = extremes["min"].as_py(), extremes["max"].as_py()
+        if low is None:
+            return True
+        if low < 0:
+            self.has_negative = True
+        if high < _NEAR_INT64_EDGE and low > -_NEAR_INT64_EDGE:
+            return True
+        near_edge = pc.fill_null(pc.greater_equal(pc.abs(values), _NEAR_INT64_EDGE), False)
+        for token in tokens.filter(near_edge).to_pylist():
+            text = token.strip(_ASCII_SPACE)
+            if not _INT_TOKEN.match(text):
+                continue
+            number = int(text)
+            if number >= 2**64 or number < -(2**63):
+                self.beyond_int = True
+            elif number >= 2**63:
+                self.uint64_only = True
+        return True
+
+    def _track_integers(self, tokens: pa.Array) -> None:
+        try:
+            pc.cast(tokens, pa.int64())
+            return
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+        # int64 refuses "+1" and overflow: look at the token shapes.
+        all_int = pc.all(pc.match_substring_regex(tokens, _INT_TOKEN_RE2)).as_py()
+        if all_int is False:
+            self.all_int = False
+
+
+_INT_STORAGE = (np.int8, np.int16, np.int32)
+
+
+def _compact(values: np.ndarray) -> np.ndarray:
+    """Store integral values in the smallest integer type that holds them
+    exactly (an `age` column takes 1 byte per value instead of 8); the
+    statistics are computed in float64 either way, with identical results."""
+    low, high = values.min(), values.max()
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return values
+    for dtype in _INT_STORAGE:
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            narrow = values.astype(dtype)
+            if np.array_equal(narrow, values):
+                return narrow
+            return values
+    return values
+
+
+def _parse_numbers(tokens: pa.Array) -> Optional[Tuple[pa.Array, pa.Array]]:
+    """(float64 values, the tokens parsed) or None if a token is not a number.
+    pandas allows ASCII whitespace around numbers; Arrow does not."""
+    try:
+        return pc.cast(tokens, pa.float64()), tokens
+    except pa.ArrowInvalid:
+        pass
+    trimmed = pc.ascii_trim_whitespace(tokens)
+    try:
+        return pc.cast(trimmed, pa.float64()), trimmed
+    except pa.ArrowInvalid:
+        return None
+
+
+class _Summarizer:
+    def __init__(self, names: Sequence[str], header_row: int) -> None:
+        self.names = list(names)
+        self.header_row = header_row
+        self.email_index = self.names.index(EMAIL_COLUMN)
+        self.columns: Dict[int, _NumericColumn] = {
+            index: _NumericColumn() for index, name in enumerate(self.names) if name != EMAIL_COLUMN
+        }
+        self.rows_seen = 0
+        self.total_rows = 0
+        self.email_uniques: List[pa.Array] = []
+        self.stored_emails = 0
+        self.compacted_emails = 0
+        self.bad_row: Optional[tuple] = None
+
+    def run(self, source: _ArrowSource) -> CsvSummary:
+        try:
+            reader = pa_csv.open_csv(
+                source,
+                read_options=pa_csv.ReadOptions(
+                    column_names=self.names, block_size=BLOCK_SIZE, use_threads=False
+                ),
+                parse_options=pa_csv.ParseOptions(
+                    newlines_in_values=True, invalid_row_handler=self._on_invalid_row
+                ),
+                convert_options=pa_csv.ConvertOptions(
+                    column_types={name: pa.string() for name in self.names},
+                    null_values=list(PANDAS_NA_VALUES),
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=True,
+                    check_utf8=False,  # _CheckedStream validated every byte already
+                ),
+            )
+            for batch in reader:
+                self._consume(batch)
+        except pa.ArrowException as exc:
+            if source.error is not None:
+                raise source.error from None
+            raise self._explain(exc) from None
+        return self._result()
+
+    def _on_invalid_row(self, row: object) -> str:
+        self.bad_row = (
+            getattr(row, "number", None),
+            getattr(row, "expected_columns", None),
+            getattr(row, "actual_columns", None),
+        )
+        return "error"
+
+    def _explain(self, exc: Exception) -> InvalidCsv:
+        if self.bad_row is not None:
+            number, expected, actual = self.bad_row
+            where = f"Row {self.header_row + number}" if number else "A row"
+            return InvalidCsv(
+                f"{where} has {actual} fields but the header has {expected} "
+                "(rows are counted from the header, which is row 1)"
+            )
+        message = str(exc)
+        if "straddling" in message:
+            return InvalidCsv(
+                f"A row is longer than {BLOCK_SIZE // 1024} KiB, the longest row accepted"
+            )
+        return InvalidCsv(f"Malformed CSV: {message[:200]}")
+
+    def _consume(self, batch: pa.RecordBatch) -> None:
+        self.rows_seen += batch.num_rows
+        emails = pc.utf8_lower(pc.utf8_trim_whitespace(batch.column(self.email_index)))
+        keep = pc.fill_null(pc.greater(pc.binary_length(emails), 0), False)
+        kept_emails = emails.filter(keep)
+        kept = len(kept_emails)
+        self.total_rows += kept
+        row_mask = None if kept == batch.num_rows else keep
+        for index, column in self.columns.items():
+            column.add(batch.column(index), row_mask)
+        if kept:
+            self._add_emails(pc.unique(kept_emails))
+
+    def _add_emails(self, uniques: pa.Array) -> None:
+        self.email_uniques.append(uniques)
+        self.stored_emails += len(uniques)
+        # Merging costs a pass over everything kept: only when duplicates
+        # across batches could have doubled what is stored.
+        if self.stored_emails > 2 * self.compacted_emails + 1_000_000:
+            merged = pa.chunked_array(self.email_uniques, type=pa.string()).unique()
+            self.email_uniques = [merged]
+            self.stored_emails = self.compacted_emails = len(merged)
+
+    def _result(self) -> CsvSummary:
+        if self.email_uniques:
+            unique_emails = len(pa.chunked_array(self.email_uniques, type=pa.string()).unique())
+        else:
+            unique_emails = 0
+        self.email_uniques = []
+        summary: Dict[str, ColumnStats] = {}
+        if self.rows_seen:
+            for index, column in self.columns.items():
+                if column.is_numeric:
+                    summary[self.names[index]] = describe_values(column.chunks)
+                column.chunks = []
+        return CsvSummary(
+            total_rows=self.total_rows, unique_emails=unique_emails, summary=summary
+        )
+
+
+def describe_values(chunks: List[np.ndarray]) -> ColumnStats:
+    """pandas `Series.describe()` of the non-missing values, computed the way
+    pandas' nanops do (float64 sums, two-pass variance, ddof=1, linear
+    percentiles). Consumes `chunks` to keep one copy of the values at a time."""
+    values = np.concatenate(chunks) if chunks else np.empty(0)
+    if values.dtype != np.float64 and len(chunks) == 1:
+        values = values.copy()  # percentile below partitions in place
+    chunks.clear()
+    count = len(values)
+    if count == 0:
+        nan = math.nan
+        return ColumnStats(0, nan, nan, nan, nan, nan, nan, nan)
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean = float(values.sum(dtype=np.float64)) / count
+        if count > 1:
+            deviations = mean - values
+            np.square(deviations, out=deviations)
+            std = math.sqrt(float(deviations.sum(dtype=np.float64)) / (count - 1))
+            del deviations
+        else:
+            std = math.nan
+        low, high = float(values.min()), float(values.max())
+        p25, p50, p75 = np.percentile(values, [25, 50, 75], overwrite_input=True)
+    return ColumnStats(count, mean, std, low, float(p25), float(p50), float(p75), high)
