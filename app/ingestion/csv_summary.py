@@ -10,7 +10,8 @@ Memory held per upload (see docs/api.md, "CSV ingestion"):
 - a few 1 MiB blocks in flight (pyarrow block, the current record batch);
 - 8 bytes per non-missing value of each numeric column in kept rows (exact
   quantiles need the values; stored as float64 numpy arrays);
-- the distinct cleaned emails as Arrow strings (compacted as they grow).
+- 16 bytes per kept row for the email digests (distinct per 1 MiB block),
+  counted exactly up to a 128-bit hash collision (see count_distinct_digests).
 
 Numeric-column rules (what pandas does with default options):
 - missing: the exact tokens of pandas' default NA list (`""`, `NA`, `null`,
@@ -38,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+from pandas.util import hash_array
 
 from app.ingestion.errors import InvalidCsv, MissingColumns
 
@@ -442,9 +444,7 @@ class _Summarizer:
         }
         self.rows_seen = 0
         self.total_rows = 0
-        self.email_uniques: List[pa.Array] = []
-        self.stored_emails = 0
-        self.compacted_emails = 0
+        self.email_hashes: List[Tuple[np.ndarray, np.ndarray]] = []
         self.bad_row: Optional[tuple] = None
 
     def run(self, source: _ArrowSource) -> CsvSummary:
@@ -510,21 +510,11 @@ class _Summarizer:
             self._add_emails(pc.unique(kept_emails))
 
     def _add_emails(self, uniques: pa.Array) -> None:
-        self.email_uniques.append(uniques)
-        self.stored_emails += len(uniques)
-        # Merging costs a pass over everything kept: only when duplicates
-        # across batches could have doubled what is stored.
-        if self.stored_emails > 2 * self.compacted_emails + 1_000_000:
-            merged = pa.chunked_array(self.email_uniques, type=pa.string()).unique()
-            self.email_uniques = [merged]
-            self.stored_emails = self.compacted_emails = len(merged)
+        self.email_hashes.append(_email_digests(uniques))
 
     def _result(self) -> CsvSummary:
-        if self.email_uniques:
-            unique_emails = len(pa.chunked_array(self.email_uniques, type=pa.string()).unique())
-        else:
-            unique_emails = 0
-        self.email_uniques = []
+        unique_emails = count_distinct_digests(self.email_hashes)
+        self.email_hashes = []
         summary: Dict[str, ColumnStats] = {}
         if self.rows_seen:
             for index, column in self.columns.items():
@@ -534,6 +524,46 @@ class _Summarizer:
         return CsvSummary(
             total_rows=self.total_rows, unique_emails=unique_emails, summary=summary
         )
+
+
+# Two independent 64-bit SipHash keys: a 128-bit digest per email.
+_DIGEST_KEYS = ("keel-emails-k1-0", "keel-emails-k2-1")
+
+
+def _email_digests(emails: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
+    """128-bit digests (two uint64 arrays) of distinct strings: 16 bytes per
+    email instead of the string itself plus a hash table entry."""
+    values = emails.to_numpy(zero_copy_only=False)
+    return (
+        hash_array(values, hash_key=_DIGEST_KEYS[0], categorize=False),
+        hash_array(values, hash_key=_DIGEST_KEYS[1], categorize=False),
+    )
+
+
+def count_distinct_digests(parts: List[Tuple[np.ndarray, np.ndarray]]) -> int:
+    """Number of distinct 128-bit digests. Two different emails share one only
+    by a SipHash collision on both keys (probability ~n^2 / 2^129, about
+    1e-27 for the largest accepted file)."""
+    if not parts:
+        return 0
+    # Build one array at a time, dropping the pieces as we go (peak ~3 x 8n bytes).
+    high = np.concatenate([first for first, _ in parts])
+    lows = [second for _, second in parts]
+    parts.clear()
+    order = np.argsort(high, kind="stable")
+    high = high[order]
+    low = np.concatenate(lows)
+    del lows
+    low = low[order]
+    del order
+    same_high = high[1:] == high[:-1]
+    distinct = 1 + int(np.count_nonzero(~same_high))
+    if np.any(same_high & (low[1:] != low[:-1])):
+        # 64-bit collision on the first key: count the pairs of those runs exactly.
+        suspects = np.isin(high, high[1:][same_high & (low[1:] != low[:-1])])
+        pairs = set(zip(high[suspects].tolist(), low[suspects].tolist()))
+        distinct += len(pairs) - len(set(high[suspects].tolist()))
+    return distinct
 
 
 def describe_values(chunks: List[np.ndarray]) -> ColumnStats:
