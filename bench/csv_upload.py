@@ -317,6 +317,21 @@ def measure_uploads(
     }
 
 
+def idle_health(server: Server, probes: int = 500) -> Dict[str, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    latencies = []
+    for _ in range(probes):
+        started = time.perf_counter()
+        conn.request("GET", "/health")
+        conn.getresponse().read()
+        latencies.append(time.perf_counter() - started)
+        time.sleep(0.002)
+    conn.close()
+    ordered = sorted(latencies)
+    return {"p50_ms": ordered[len(ordered) // 2] * 1000,
+            "p99_ms": ordered[int(len(ordered) * 0.99)] * 1000}
+
+
 def health_p99(server: Server, token: Optional[str], data: bytes, uploads: int) -> Dict[str, Any]:
     latencies: List[float] = []
     stop = threading.Event()
@@ -422,6 +437,9 @@ def main() -> int:
         try:
             token = access_token(keel.port)
             status, _, _ = upload(keel.port, token, WARMUP)
+            idle = idle_health(keel)
+            print(f"/health idle (keel, baseline): p50 {idle['p50_ms']:.1f} ms, "
+                  f"p99 {idle['p99_ms']:.1f} ms", flush=True)
             health = health_p99(keel, token, largest, uploads=3)
             print(
                 f"/health during {max(sizes)} MB uploads (keel): p50 {health['p50_ms']:.1f} ms, "

@@ -32,8 +32,9 @@ import csv
 import io
 import math
 import re
+import threading
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -264,6 +265,14 @@ def _column_names(header: bytes) -> List[str]:
     return names
 
 
+# pyarrow's streaming reader reads ahead on its I/O thread (30+ blocks, i.e.
+# 30+ MiB, if the bytes are there). read() makes it wait once it is this many
+# blocks ahead of the batches consumed; the timeout only guarantees progress
+# should pyarrow ever need more blocks to produce the next batch.
+READ_AHEAD_BLOCKS = 3
+READ_AHEAD_WAIT = 0.5
+
+
 class _ArrowSource:
     """The file-like object pyarrow reads the data rows from."""
 
@@ -274,6 +283,17 @@ class _ArrowSource:
         self._buf = bytearray(first)
         self._eof = False
         self.error: Optional[BaseException] = None
+        self._progress = threading.Condition()
+        self._blocks_read = 0
+        self._batches_done = 0
+
+    def batch_done(self) -> None:
+        with self._progress:
+            self._batches_done += 1
+            self._progress.notify_all()
+
+    def _ahead(self) -> bool:
+        return self._blocks_read - self._batches_done < READ_AHEAD_BLOCKS
 
     def at_eof(self) -> bool:
         """True when nothing but line breaks follows the header."""
@@ -295,6 +315,9 @@ class _ArrowSource:
             self._buf += piece
 
     def read(self, size: int = -1) -> bytes:
+        with self._progress:
+            self._progress.wait_for(self._ahead, timeout=READ_AHEAD_WAIT)
+            self._blocks_read += 1
         while not self._eof and (size < 0 or len(self._buf) < size):
             self._fill()
         if size < 0 or size >= len(self._buf):
@@ -325,7 +348,7 @@ class _NumericColumn:
         self.has_negative = False
         self.uint64_only = False
         self.beyond_int = False
-        self.chunks: List[np.ndarray] = []
+        self.chunks: List[Union[np.ndarray, _Scaled]] = []
 
     @property
     def is_numeric(self) -> bool:
@@ -401,22 +424,46 @@ class _NumericColumn:
 
 
 _INT_STORAGE = (np.int8, np.int16, np.int32)
+_MAX_DECIMALS = 9
 
 
-def _compact(values: np.ndarray) -> np.ndarray:
-    """Store integral values in the smallest integer type that holds them
-    exactly (an `age` column takes 1 byte per value instead of 8); the
-    statistics are computed in float64 either way, with identical results."""
-    low, high = values.min(), values.max()
+class _Scaled:
+    """Values stored as small integers times 10**-decimals, exactly."""
+
+    __slots__ = ("digits", "decimals")
+
+    def __init__(self, digits: np.ndarray, decimals: int) -> None:
+        self.digits = digits
+        self.decimals = decimals
+
+    def values(self) -> np.ndarray:
+        return self.digits / (10.0**self.decimals)
+
+
+def _compact(values: np.ndarray) -> Union[np.ndarray, _Scaled]:
+    """Store a chunk in the smallest form that gives back the same float64s:
+    integers in 1/2/4 bytes (an `age` column takes 1 byte per value), decimals
+    with few digits as 4-byte integers plus a power of ten (`12.34` is 1234
+    and 2). Every value is checked to round-trip bit for bit; otherwise the
+    chunk stays float64."""
+    low, high = float(values.min()), float(values.max())
     if not (math.isfinite(low) and math.isfinite(high)):
         return values
-    for dtype in _INT_STORAGE:
-        info = np.iinfo(dtype)
-        if info.min <= low and high <= info.max:
-            narrow = values.astype(dtype)
-            if np.array_equal(narrow, values):
-                return narrow
+    for decimals in range(_MAX_DECIMALS + 1):
+        scale = 10.0**decimals
+        if max(abs(low), abs(high)) * scale >= 2**31:
             return values
+        with np.errstate(invalid="ignore", over="ignore"):
+            digits = np.rint(values * scale)
+        if decimals == 0 and not np.array_equal(digits, values):
+            continue
+        if decimals and not np.array_equal(digits / scale, values):
+            continue
+        for dtype in _INT_STORAGE:
+            info = np.iinfo(dtype)
+            if info.min <= digits.min() and digits.max() <= info.max:
+                narrow = digits.astype(dtype)
+                return narrow if decimals == 0 else _Scaled(narrow, decimals)
     return values
 
 
@@ -467,6 +514,7 @@ class _Summarizer:
             )
             for batch in reader:
                 self._consume(batch)
+                source.batch_done()
         except pa.ArrowException as exc:
             if source.error is not None:
                 raise source.error from None
@@ -566,13 +614,22 @@ def count_distinct_digests(parts: List[Tuple[np.ndarray, np.ndarray]]) -> int:
     return distinct
 
 
-def describe_values(chunks: List[np.ndarray]) -> ColumnStats:
+def _chunk_len(chunk: Union[np.ndarray, _Scaled]) -> int:
+    return len(chunk.digits) if isinstance(chunk, _Scaled) else len(chunk)
+
+
+def describe_values(chunks: List[Union[np.ndarray, _Scaled]]) -> ColumnStats:
     """pandas `Series.describe()` of the non-missing values, computed the way
     pandas' nanops do (float64 sums, two-pass variance, ddof=1, linear
     percentiles). Consumes `chunks` to keep one copy of the values at a time."""
-    values = np.concatenate(chunks) if chunks else np.empty(0)
-    if values.dtype != np.float64 and len(chunks) == 1:
-        values = values.copy()  # percentile below partitions in place
+    values = np.empty(sum(_chunk_len(chunk) for chunk in chunks))
+    position = 0
+    for chunk in chunks:
+        size = _chunk_len(chunk)
+        values[position : position + size] = (
+            chunk.values() if isinstance(chunk, _Scaled) else chunk
+        )
+        position += size
     chunks.clear()
     count = len(values)
     if count == 0:
