@@ -117,7 +117,10 @@ class Server:
     def __init__(self, name: str, argv: List[str], env: Dict[str, str], port: int) -> None:
         self.name = name
         self.port = port
-        self.proc = subprocess.Popen(argv, env=env, cwd=str(ROOT))
+        self.log_path = Path(f"/tmp/keel-bench-{name}-{port}.log")
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(argv, env=env, cwd=str(ROOT), stdout=self.log,
+                                     stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -143,7 +146,17 @@ class Server:
                 return int(line.split()[1])
         return -1
 
+    def logged_body_bytes(self) -> Optional[int]:
+        """body_bytes_read of the last refused upload, from the server's log."""
+        self.log.flush()
+        found = None
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if "body_bytes_read=" in line:
+                found = int(line.split("body_bytes_read=")[1].split()[0].strip('",}'))
+        return found
+
     def stop(self) -> None:
+        self.log.close()
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -257,7 +270,7 @@ def server_env() -> Dict[str, str]:
     env = dict(os.environ)
     env.setdefault("DATA_DIR", str(DATA_DIR))
     env["ENVIRONMENT"] = "development"
-    env["LOG_LEVEL"] = "WARNING"
+    env["LOG_LEVEL"] = "INFO"
     env["PYTHONPATH"] = str(ROOT)
     return env
 
@@ -294,14 +307,21 @@ def access_token(port: int) -> str:
     return json.loads(body)["access_token"]
 
 
-WARMUP = b"id,name,email,a\n1,x,a@b.c,1.5\n2,y,b@b.c,2\n"
+# A warm server: one 2 MB upload first, so thread pools and lazily built
+# state exist before the baseline RSS is read (they are not per-upload cost).
+WARMUP_MB = 2
+
+
+def warm_up(server: Server, token: Optional[str], data: bytes) -> None:
+    head = data[: WARMUP_MB * 1_000_000]
+    status, body, _ = upload(server.port, token, head[: head.rfind(b"\n") + 1])
+    assert status == 200, body
 
 
 def measure_uploads(
     server: Server, token: Optional[str], data: bytes, repeat: int
 ) -> Dict[str, Any]:
-    status, body, _ = upload(server.port, token, WARMUP)
-    assert status == 200, body
+    warm_up(server, token, data)
     baseline = server.status()["VmRSS"]
     times = []
     result = None
@@ -436,7 +456,7 @@ def main() -> int:
         keel = start_keel(env)
         try:
             token = access_token(keel.port)
-            status, _, _ = upload(keel.port, token, WARMUP)
+            warm_up(keel, token, largest)
             idle = idle_health(keel)
             print(f"/health idle (keel, baseline): p50 {idle['p50_ms']:.1f} ms, "
                   f"p99 {idle['p99_ms']:.1f} ms", flush=True)
@@ -450,16 +470,21 @@ def main() -> int:
                 before = keel.rchar()
                 status, body, sent = huge_upload(keel.port, token, args.huge_mb * 1_000_000)
                 read = keel.rchar() - before
+                time.sleep(0.5)
+                logged = keel.logged_body_bytes()
+                logged_text = f"{logged / MiB:.2f} MiB" if logged else "n/a"
                 print(
                     f"{args.huge_mb} MB chunked upload (keel): HTTP {status} {body[:80]!r}; "
-                    f"server read {read / MiB:.1f} MiB (rchar), client sent "
-                    f"{sent / MiB:.1f} MiB before the answer", flush=True,
+                    f"body bytes received when refusing: {logged_text} (limit "
+                    f"{50:.0f} MiB); process rchar {read / MiB:.1f} MiB and client sent "
+                    f"{sent / MiB:.1f} MiB (both include what the kernel buffered and "
+                    "uvicorn discarded until the connection closed)", flush=True,
                 )
         finally:
             keel.stop()
         naive_server = start_naive(env)
         try:
-            upload(naive_server.port, None, WARMUP)
+            warm_up(naive_server, None, largest)
             health = health_p99(naive_server, None, largest, uploads=3)
             print(
                 f"/health during {max(sizes)} MB uploads (naive): p50 {health['p50_ms']:.1f} ms, "

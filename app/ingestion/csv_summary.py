@@ -10,8 +10,8 @@ Memory held per upload (see docs/api.md, "CSV ingestion"):
 - a few 1 MiB blocks in flight (pyarrow block, the current record batch);
 - 8 bytes per non-missing value of each numeric column in kept rows (exact
   quantiles need the values; stored as float64 numpy arrays);
-- 16 bytes per kept row for the email digests (distinct per 1 MiB block),
-  counted exactly up to a 128-bit hash collision (see count_distinct_digests).
+- 8 bytes per distinct email of each 1 MiB block for the email digests
+  (see count_distinct_digests).
 
 Numeric-column rules (what pandas does with default options):
 - missing: the exact tokens of pandas' default NA list (`""`, `NA`, `null`,
@@ -33,6 +33,7 @@ import io
 import math
 import re
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -349,6 +350,7 @@ class _NumericColumn:
         self.uint64_only = False
         self.beyond_int = False
         self.chunks: List[Union[np.ndarray, _Scaled]] = []
+        self.decimals_hint = 0
 
     @property
     def is_numeric(self) -> bool:
@@ -377,7 +379,10 @@ class _NumericColumn:
             values = values.filter(keep)
         values = values.drop_null()
         if len(values):
-            self.chunks.append(_compact(values.to_numpy(zero_copy_only=False)))
+            stored = _compact(values.to_numpy(zero_copy_only=False), self.decimals_hint)
+            if isinstance(stored, _Scaled):
+                self.decimals_hint = stored.decimals
+            self.chunks.append(stored)
 
     def _tokens_agree(self, tokens: pa.Array, values: pa.Array) -> bool:
         """Reject what Arrow parses but pandas does not: NaN spellings outside
@@ -440,24 +445,26 @@ class _Scaled:
         return self.digits / (10.0**self.decimals)
 
 
-def _compact(values: np.ndarray) -> Union[np.ndarray, _Scaled]:
+def _compact(values: np.ndarray, decimals_hint: int = 0) -> Union[np.ndarray, _Scaled]:
     """Store a chunk in the smallest form that gives back the same float64s:
     integers in 1/2/4 bytes (an `age` column takes 1 byte per value), decimals
     with few digits as 4-byte integers plus a power of ten (`12.34` is 1234
     and 2). Every value is checked to round-trip bit for bit; otherwise the
-    chunk stays float64."""
+    chunk stays float64. `decimals_hint` (what the previous chunk needed) is
+    tried first."""
     low, high = float(values.min()), float(values.max())
     if not (math.isfinite(low) and math.isfinite(high)):
         return values
-    for decimals in range(_MAX_DECIMALS + 1):
+    magnitude = max(abs(low), abs(high))
+    candidates = [decimals_hint] + [d for d in range(_MAX_DECIMALS + 1) if d != decimals_hint]
+    for decimals in candidates:
         scale = 10.0**decimals
-        if max(abs(low), abs(high)) * scale >= 2**31:
-            return values
+        if magnitude * scale >= 2**31:
+            continue
         with np.errstate(invalid="ignore", over="ignore"):
             digits = np.rint(values * scale)
-        if decimals == 0 and not np.array_equal(digits, values):
-            continue
-        if decimals and not np.array_equal(digits / scale, values):
+        exact = digits / scale if decimals else digits
+        if not np.array_equal(exact, values):
             continue
         for dtype in _INT_STORAGE:
             info = np.iinfo(dtype)
@@ -491,7 +498,7 @@ class _Summarizer:
         }
         self.rows_seen = 0
         self.total_rows = 0
-        self.email_hashes: List[Tuple[np.ndarray, np.ndarray]] = []
+        self.email_hashes: List[Future[np.ndarray]] = []
         self.bad_row: Optional[tuple] = None
 
     def run(self, source: _ArrowSource) -> CsvSummary:
@@ -555,14 +562,14 @@ class _Summarizer:
         for index, column in self.columns.items():
             column.add(batch.column(index), row_mask)
         if kept:
-            self._add_emails(pc.unique(kept_emails))
-
-    def _add_emails(self, uniques: pa.Array) -> None:
-        self.email_hashes.append(_email_digests(uniques))
+            # Hashing needs Python objects (the GIL) but runs beside the
+            # Arrow work of the next batches, which releases it.
+            self.email_hashes.append(_work_pool().submit(_email_digests, kept_emails))
 
     def _result(self) -> CsvSummary:
-        unique_emails = count_distinct_digests(self.email_hashes)
+        digests = [future.result() for future in self.email_hashes]
         self.email_hashes = []
+        unique_emails = count_distinct_digests(digests)
         summary: Dict[str, ColumnStats] = {}
         if self.rows_seen:
             for index, column in self.columns.items():
@@ -574,44 +581,45 @@ class _Summarizer:
         )
 
 
-# Two independent 64-bit SipHash keys: a 128-bit digest per email.
-_DIGEST_KEYS = ("keel-emails-k1-0", "keel-emails-k2-1")
+_work_executor: Optional[ThreadPoolExecutor] = None
+_work_lock = threading.Lock()
+WORK_THREADS = 2
 
 
-def _email_digests(emails: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
-    """128-bit digests (two uint64 arrays) of distinct strings: 16 bytes per
+def _work_pool() -> ThreadPoolExecutor:
+    """Threads hashing the emails of every upload of the process, beside the
+    threads reading and converting the CSV (a second core's share, bounded
+    for all uploads together)."""
+    global _work_executor
+    with _work_lock:
+        if _work_executor is None:
+            _work_executor = ThreadPoolExecutor(
+                max_workers=WORK_THREADS, thread_name_prefix="csv-work"
+            )
+        return _work_executor
+
+
+_DIGEST_KEY = "keel-emails-key0"
+
+
+def _email_digests(emails: pa.Array) -> np.ndarray:
+    """64-bit SipHash digests of the distinct strings of one batch: 8 bytes per
     email instead of the string itself plus a hash table entry."""
-    values = emails.to_numpy(zero_copy_only=False)
-    return (
-        hash_array(values, hash_key=_DIGEST_KEYS[0], categorize=False),
-        hash_array(values, hash_key=_DIGEST_KEYS[1], categorize=False),
-    )
+    values = pc.unique(emails).to_numpy(zero_copy_only=False)
+    return hash_array(values, hash_key=_DIGEST_KEY, categorize=False)
 
 
-def count_distinct_digests(parts: List[Tuple[np.ndarray, np.ndarray]]) -> int:
-    """Number of distinct 128-bit digests. Two different emails share one only
-    by a SipHash collision on both keys (probability ~n^2 / 2^129, about
-    1e-27 for the largest accepted file)."""
+def count_distinct_digests(parts: List[np.ndarray]) -> int:
+    """Number of distinct digests; consumes `parts`. Two different emails
+    count as one only if their 64-bit digests collide: probability about
+    n^2 / 2^65 for n distinct emails (1e-8 for 600,000 emails, 1e-6 for the
+    6 million one-letter emails a 50 MiB file could hold)."""
     if not parts:
         return 0
-    # Build one array at a time, dropping the pieces as we go (peak ~3 x 8n bytes).
-    high = np.concatenate([first for first, _ in parts])
-    lows = [second for _, second in parts]
+    digests = np.concatenate(parts)
     parts.clear()
-    order = np.argsort(high, kind="stable")
-    high = high[order]
-    low = np.concatenate(lows)
-    del lows
-    low = low[order]
-    del order
-    same_high = high[1:] == high[:-1]
-    distinct = 1 + int(np.count_nonzero(~same_high))
-    if np.any(same_high & (low[1:] != low[:-1])):
-        # 64-bit collision on the first key: count the pairs of those runs exactly.
-        suspects = np.isin(high, high[1:][same_high & (low[1:] != low[:-1])])
-        pairs = set(zip(high[suspects].tolist(), low[suspects].tolist()))
-        distinct += len(pairs) - len(set(high[suspects].tolist()))
-    return distinct
+    digests.sort()
+    return 1 + int(np.count_nonzero(digests[1:] != digests[:-1]))
 
 
 def _chunk_len(chunk: Union[np.ndarray, _Scaled]) -> int:
@@ -621,29 +629,73 @@ def _chunk_len(chunk: Union[np.ndarray, _Scaled]) -> int:
 def describe_values(chunks: List[Union[np.ndarray, _Scaled]]) -> ColumnStats:
     """pandas `Series.describe()` of the non-missing values, computed the way
     pandas' nanops do (float64 sums, two-pass variance, ddof=1, linear
-    percentiles). Consumes `chunks` to keep one copy of the values at a time."""
-    values = np.empty(sum(_chunk_len(chunk) for chunk in chunks))
-    position = 0
-    for chunk in chunks:
-        size = _chunk_len(chunk)
-        values[position : position + size] = (
-            chunk.values() if isinstance(chunk, _Scaled) else chunk
-        )
-        position += size
-    chunks.clear()
-    count = len(values)
+    percentiles). Consumes `chunks`.
+
+    When every chunk is stored as integers with one scale (integers, or
+    decimals with the same number of digits), the statistics are computed on
+    the integers and scaled at the end: no float64 copy of the column is
+    made, min/max are exact, and sums are exact up to 2**53.
+    """
+    count = sum(_chunk_len(chunk) for chunk in chunks)
     if count == 0:
+        chunks.clear()
         nan = math.nan
         return ColumnStats(0, nan, nan, nan, nan, nan, nan, nan)
+    decimals = _common_decimals(chunks)
+    if decimals is None:
+        values = np.empty(count)
+        position = 0
+        for chunk in chunks:
+            size = _chunk_len(chunk)
+            values[position : position + size] = (
+                chunk.values() if isinstance(chunk, _Scaled) else chunk
+            )
+            position += size
+        scale = 1.0
+    else:
+        values = np.concatenate(
+            [chunk.digits if isinstance(chunk, _Scaled) else chunk for chunk in chunks]
+        )
+        scale = 10.0**decimals
+    chunks.clear()
     with np.errstate(invalid="ignore", over="ignore"):
         mean = float(values.sum(dtype=np.float64)) / count
-        if count > 1:
-            deviations = mean - values
-            np.square(deviations, out=deviations)
-            std = math.sqrt(float(deviations.sum(dtype=np.float64)) / (count - 1))
-            del deviations
-        else:
-            std = math.nan
+        std = math.sqrt(_sum_of_squares(values, mean) / (count - 1)) if count > 1 else math.nan
         low, high = float(values.min()), float(values.max())
         p25, p50, p75 = np.percentile(values, [25, 50, 75], overwrite_input=True)
+    if decimals:
+        return ColumnStats(
+            count, mean / scale, std / scale, low / scale, float(p25) / scale,
+            float(p50) / scale, float(p75) / scale, high / scale,
+        )
     return ColumnStats(count, mean, std, low, float(p25), float(p50), float(p75), high)
+
+
+def _common_decimals(chunks: List[Union[np.ndarray, _Scaled]]) -> Optional[int]:
+    """The one scale of integer-stored chunks, or None (float64 needed)."""
+    found: Optional[int] = None
+    for chunk in chunks:
+        if isinstance(chunk, _Scaled):
+            decimals = chunk.decimals
+        elif chunk.dtype.kind == "i":
+            decimals = 0
+        else:
+            return None
+        if found is not None and decimals != found:
+            return None
+        found = decimals
+    return found
+
+
+_SLICE = 1 << 16
+
+
+def _sum_of_squares(values: np.ndarray, mean: float) -> float:
+    """sum((values - mean)**2) in 64 Ki slices: no full-size temporary."""
+    total = 0.0
+    for start in range(0, len(values), _SLICE):
+        deviations = values[start : start + _SLICE].astype(np.float64)
+        deviations -= mean
+        np.square(deviations, out=deviations)
+        total += float(deviations.sum())
+    return total

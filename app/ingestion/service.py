@@ -9,6 +9,7 @@ from typing import Optional
 from starlette.types import Receive
 
 from app.ingestion.csv_summary import CsvSummary, summarize_csv
+from app.ingestion.errors import FileTooLarge
 from app.ingestion.upload import (
     ByteChannel,
     FilePartReader,
@@ -70,15 +71,27 @@ async def summarize_csv_upload(
         job = loop.run_in_executor(_parse_executor(), _summarize_channel, channel)
 
     reader = FilePartReader(boundary, channel, max_file_bytes, start_job)
+    body_bytes = 0
     try:
         while True:
             message = await receive_with_timeout(receive, read_timeout)
             body = message.get("body", b"")
             if body:
+                body_bytes += len(body)
                 await reader.feed(body)
             if not message.get("more_body", False):
                 break
         await reader.finish()
+    except FileTooLarge:
+        channel.abort()
+        if job is not None:
+            await _wait_quietly(job)
+        logger.info(
+            "csv upload refused: file over %d bytes, body_bytes_read=%d",
+            max_file_bytes,
+            body_bytes,
+        )
+        raise
     except BaseException:
         channel.abort()
         if job is not None:

@@ -204,8 +204,7 @@ def test_describe_values_matches_pandas_on_mixed_integer_storage() -> None:
         assert close(ours, expected[key])
 
 
-def test_distinct_digest_count_resolves_first_key_collisions_exactly() -> None:
-    high = np.array([5, 5, 5, 9], dtype=np.uint64)
-    low = np.array([1, 2, 1, 3], dtype=np.uint64)
-    parts: List[Any] = [(high[:2], low[:2]), (high[2:], low[2:])]
-    assert count_distinct_digests(parts) == 3
+def test_distinct_digest_count_counts_each_digest_once_across_batches() -> None:
+    parts: List[Any] = [np.array([5, 9, 7], dtype=np.uint64), np.array([9, 1], dtype=np.uint64)]
+    assert count_distinct_digests(parts) == 4
+    assert parts == []
