@@ -350,6 +350,8 @@ class _NumericColumn:
         self.uint64_only = False
         self.beyond_int = False
         self.chunks: List[Union[np.ndarray, _Scaled]] = []
+        self.recent: List[Union[np.ndarray, _Scaled]] = []
+        self.recent_bytes = 0
         self.decimals_hint = 0
 
     @property
@@ -361,6 +363,7 @@ class _NumericColumn:
     def mark_text(self) -> None:
         self.is_text = True
         self.chunks = []
+        self.recent = []
 
     def add(self, tokens: pa.Array, keep: Optional[pa.Array]) -> None:
         if self.is_text:
@@ -382,7 +385,36 @@ class _NumericColumn:
             stored = _compact(values.to_numpy(zero_copy_only=False), self.decimals_hint)
             if isinstance(stored, _Scaled):
                 self.decimals_hint = stored.decimals
-            self.chunks.append(stored)
+            self._keep(stored)
+
+    def _keep(self, stored: Union[np.ndarray, _Scaled]) -> None:
+        """Batches give small arrays (~12k values); kept one by one between
+        freed temporaries they fragment the heap (RSS grows by more than the
+        data). Consecutive ones of one storage kind are merged into ~1 MiB
+        segments, which malloc maps on their own."""
+        kind = _storage_kind(stored)
+        if self.recent and kind != _storage_kind(self.recent[0]):
+            self.flush()
+        self.recent.append(stored)
+        self.recent_bytes += _chunk_nbytes(stored)
+        if self.recent_bytes >= SEGMENT_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.recent:
+            return
+        if len(self.recent) == 1:
+            self.chunks.append(self.recent[0])
+        else:
+            first = self.recent[0]
+            parts = [c.digits if isinstance(c, _Scaled) else c for c in self.recent]
+            merged = np.concatenate(parts)
+            if isinstance(first, _Scaled):
+                self.chunks.append(_Scaled(merged, first.decimals))
+            else:
+                self.chunks.append(merged)
+        self.recent = []
+        self.recent_bytes = 0
 
     def _tokens_agree(self, tokens: pa.Array, values: pa.Array) -> bool:
         """Reject what Arrow parses but pandas does not: NaN spellings outside
@@ -429,6 +461,18 @@ class _NumericColumn:
 
 
 _INT_STORAGE = (np.int8, np.int16, np.int32)
+SEGMENT_BYTES = 1 << 20
+DIGEST_SEGMENT_BATCHES = 8
+
+
+def _storage_kind(chunk: Union[np.ndarray, _Scaled]) -> Tuple[str, int]:
+    if isinstance(chunk, _Scaled):
+        return ("scaled", chunk.decimals)
+    return (chunk.dtype.kind, 0)
+
+
+def _chunk_nbytes(chunk: Union[np.ndarray, _Scaled]) -> int:
+    return chunk.digits.nbytes if isinstance(chunk, _Scaled) else chunk.nbytes
 _MAX_DECIMALS = 9
 
 
@@ -499,6 +543,7 @@ class _Summarizer:
         self.rows_seen = 0
         self.total_rows = 0
         self.email_hashes: List[Future[np.ndarray]] = []
+        self.digest_segments: List[np.ndarray] = []
         self.bad_row: Optional[tuple] = None
 
     def run(self, source: _ArrowSource) -> CsvSummary:
@@ -565,15 +610,22 @@ class _Summarizer:
             # Hashing needs Python objects (the GIL) but runs beside the
             # Arrow work of the next batches, which releases it.
             self.email_hashes.append(_work_pool().submit(_email_digests, kept_emails))
+            if len(self.email_hashes) > 2 * DIGEST_SEGMENT_BATCHES:
+                # Merge finished digests into one segment (see _NumericColumn._keep).
+                done = self.email_hashes[:DIGEST_SEGMENT_BATCHES]
+                del self.email_hashes[:DIGEST_SEGMENT_BATCHES]
+                self.digest_segments.append(np.concatenate([task.result() for task in done]))
 
     def _result(self) -> CsvSummary:
-        digests = [future.result() for future in self.email_hashes]
+        digests = self.digest_segments + [future.result() for future in self.email_hashes]
         self.email_hashes = []
+        self.digest_segments = []
         unique_emails = count_distinct_digests(digests)
         summary: Dict[str, ColumnStats] = {}
         if self.rows_seen:
             for index, column in self.columns.items():
                 if column.is_numeric:
+                    column.flush()
                     summary[self.names[index]] = describe_values(column.chunks)
                 column.chunks = []
         return CsvSummary(
@@ -616,8 +668,7 @@ def count_distinct_digests(parts: List[np.ndarray]) -> int:
     6 million one-letter emails a 50 MiB file could hold)."""
     if not parts:
         return 0
-    digests = np.concatenate(parts)
-    parts.clear()
+    digests = _drain_into(np.empty(sum(len(part) for part in parts), dtype=np.uint64), parts)
     digests.sort()
     return 1 + int(np.count_nonzero(digests[1:] != digests[:-1]))
 
@@ -645,7 +696,9 @@ def describe_values(chunks: List[Union[np.ndarray, _Scaled]]) -> ColumnStats:
     if decimals is None:
         values = np.empty(count)
         position = 0
-        for chunk in chunks:
+        chunks.reverse()
+        while chunks:
+            chunk = chunks.pop()
             size = _chunk_len(chunk)
             values[position : position + size] = (
                 chunk.values() if isinstance(chunk, _Scaled) else chunk
@@ -653,9 +706,9 @@ def describe_values(chunks: List[Union[np.ndarray, _Scaled]]) -> ColumnStats:
             position += size
         scale = 1.0
     else:
-        values = np.concatenate(
-            [chunk.digits if isinstance(chunk, _Scaled) else chunk for chunk in chunks]
-        )
+        digits = [chunk.digits if isinstance(chunk, _Scaled) else chunk for chunk in chunks]
+        chunks.clear()
+        values = _drain_into(np.empty(count, dtype=np.result_type(*digits)), digits)
         scale = 10.0**decimals
     chunks.clear()
     with np.errstate(invalid="ignore", over="ignore"):
@@ -669,6 +722,19 @@ def describe_values(chunks: List[Union[np.ndarray, _Scaled]]) -> ColumnStats:
             float(p50) / scale, float(p75) / scale, high / scale,
         )
     return ColumnStats(count, mean, std, low, float(p25), float(p50), float(p75), high)
+
+
+def _drain_into(out: np.ndarray, parts: List[np.ndarray]) -> np.ndarray:
+    """Concatenate into `out`, dropping each part once copied (peak: the
+    result plus one part, not twice the data)."""
+    parts.reverse()
+    position = 0
+    while parts:
+        part = parts.pop()
+        out[position : position + len(part)] = part
+        position += len(part)
+        del part
+    return out
 
 
 def _common_decimals(chunks: List[Union[np.ndarray, _Scaled]]) -> Optional[int]:

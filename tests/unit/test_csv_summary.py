@@ -208,3 +208,19 @@ def test_distinct_digest_count_counts_each_digest_once_across_batches() -> None:
     parts: List[Any] = [np.array([5, 9, 7], dtype=np.uint64), np.array([9, 1], dtype=np.uint64)]
     assert count_distinct_digests(parts) == 4
     assert parts == []
+
+
+def test_multi_block_file_with_changing_number_formats_matches_pandas() -> None:
+    """Many 1 MiB blocks: values stored as int8/int32/scaled/float64 segments."""
+    rng = np.random.default_rng(3)
+    lines = [b"id,name,email,small,dec,mixed,wide"]
+    for i in range(60000):
+        mixed = b"%.2f" % rng.normal() if i < 30000 else b"%.5f" % rng.normal()
+        wide = b"%r" % float(rng.normal() * 1e12) if i % 3 else b"%d" % i
+        lines.append(
+            b"%d,n%d,u%d@x.com,%d,%.3f,%s,%s"
+            % (i, i, i % 997, i % 100, rng.uniform(-5, 5), mixed, wide)
+        )
+    data = b"\n".join(lines) + b"\n"
+    assert len(data) > 3 * 1024 * 1024
+    assert_matches_pandas(data, 256 * 1024)
