@@ -7,11 +7,14 @@ then decided per token the way pandas' C parser decides it, so the summary
 matches `pd.read_csv(file).describe()` on the kept rows.
 
 Memory held per upload (see docs/api.md, "CSV ingestion"):
-- a few 1 MiB blocks in flight (pyarrow block, the current record batch);
-- 8 bytes per non-missing value of each numeric column in kept rows (exact
-  quantiles need the values; stored as float64 numpy arrays);
-- 8 bytes per distinct email of each 1 MiB block for the email digests
-  (see count_distinct_digests).
+- a few 1 MiB blocks in flight (READ_AHEAD_BLOCKS, the current batch);
+- at most 8 bytes per non-missing value of each numeric column in kept rows
+  (exact quantiles need the values): integers take 1/2/4 bytes, decimals with
+  few digits 4 bytes (`_compact`, checked to round-trip exactly), the rest
+  float64; merged into 1 MiB segments to keep the heap unfragmented;
+- 8 bytes per distinct email of each 1 MiB block (64-bit digests, see
+  count_distinct_digests).
+The summaries are computed one column at a time from the compact form.
 
 Numeric-column rules (what pandas does with default options):
 - missing: the exact tokens of pandas' default NA list (`""`, `NA`, `null`,
