@@ -655,13 +655,22 @@ def _work_pool() -> ThreadPoolExecutor:
 
 
 _DIGEST_KEY = "keel-emails-key0"
+_DIGEST_SLICE = 2048
 
 
 def _email_digests(emails: pa.Array) -> np.ndarray:
     """64-bit SipHash digests of the distinct strings of one batch: 8 bytes per
     email instead of the string itself plus a hash table entry."""
-    values = pc.unique(emails).to_numpy(zero_copy_only=False)
-    return hash_array(values, hash_key=_DIGEST_KEY, categorize=False)
+    uniques = pc.unique(emails)
+    out = np.empty(len(uniques), dtype=np.uint64)
+    # Converting to Python strings and hashing them hold the GIL: small
+    # slices keep each hold well under a millisecond for the event loop.
+    for start in range(0, len(uniques), _DIGEST_SLICE):
+        values = uniques.slice(start, _DIGEST_SLICE).to_numpy(zero_copy_only=False)
+        out[start : start + len(values)] = hash_array(
+            values, hash_key=_DIGEST_KEY, categorize=False
+        )
+    return out
 
 
 def count_distinct_digests(parts: List[np.ndarray]) -> int:
