@@ -18,6 +18,7 @@ from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.core.redis import close_redis
 from app.emails.router import router as emails_router
+from app.ingestion.router import router as ingestion_router
 from app.jobs.router import router as jobs_router
 from app.ml.router import router as ml_router
 from app.ml.serving import start_model_serving, stop_model_serving
@@ -61,13 +62,17 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         jobs_router,
         emails_router,
         ml_router,
+        ingestion_router,
     ):
         app.include_router(router)
 
     # Upload endpoints count their own bytes against MAX_UPLOAD_BYTES.
     upload_limits = {"/api/upload-csv": settings.max_upload_bytes + 64 * 1024}
     app.add_middleware(
-        BodySizeLimitMiddleware, default_limit=settings.max_body_bytes, overrides=upload_limits
+        BodySizeLimitMiddleware,
+        default_limit=settings.max_body_bytes,
+        overrides=upload_limits,
+        codes={"/api/upload-csv": "file_too_large"},
     )
     if settings.cors_origins:
         app.add_middleware(

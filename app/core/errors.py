@@ -179,7 +179,7 @@ _SCALARS = (str, int, float, bool, type(None))
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = _HTTP_CODES.get(exc.status_code, "error")
+    code = getattr(exc, "code", None) or _HTTP_CODES.get(exc.status_code, "error")
     return JSONResponse(
         error_body(exc.detail, code),
         status_code=exc.status_code,

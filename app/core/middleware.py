@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from typing import Iterable, List, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -71,28 +71,37 @@ class BodySizeLimitMiddleware:
 
     Paths in `overrides` get their own limit (uploads); every other request
     gets `default_limit`. Declared Content-Length over the limit is refused
-    before reading anything.
+    before reading anything. `codes` gives a path its own error code for the
+    413 (default `payload_too_large`).
     """
 
-    def __init__(self, app: ASGIApp, default_limit: int, overrides: dict) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        default_limit: int,
+        overrides: dict,
+        codes: Optional[Dict[str, str]] = None,
+    ) -> None:
         self.app = app
         self.default_limit = default_limit
         self.overrides = overrides
+        self.codes = codes or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limit = self.overrides.get(scope["path"], self.default_limit)
+        code = self.codes.get(scope["path"], "payload_too_large")
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    await _send_413(send, limit)
+                    await _send_413(send, limit, code)
                     return
                 if declared > limit:
-                    await _send_413(send, limit)
+                    await _send_413(send, limit, code)
                     return
         received = 0
         response_started = False
@@ -103,7 +112,7 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge(limit)
+                    raise BodyTooLarge(limit, code)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -116,22 +125,21 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not response_started:
-                await _send_413(send, limit)
+                await _send_413(send, limit, code)
 
 
 class BodyTooLarge(HTTPException):
     """Raised from receive() when the body passes the limit. An HTTPException,
     so FastAPI's body parsing lets it through to the error handler as a 413."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, code: str = "payload_too_large") -> None:
         super().__init__(413, f"Request body exceeds the limit of {limit} bytes")
         self.limit = limit
+        self.code = code
 
 
-async def _send_413(send: Send, limit: int) -> None:
-    body = json.dumps(
-        error_body(f"Request body exceeds the limit of {limit} bytes", "payload_too_large")
-    ).encode()
+async def _send_413(send: Send, limit: int, code: str) -> None:
+    body = json.dumps(error_body(f"Request body exceeds the limit of {limit} bytes", code)).encode()
     await send(
         {
             "type": "http.response.start",

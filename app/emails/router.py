@@ -6,11 +6,12 @@ from fastapi import APIRouter, status
 
 from app.auth.dependencies import CurrentUser
 from app.core.db import DbSession
+from app.core.routing import KeelRoute
 from app.core.schemas import IdPath, error_responses
 from app.emails import service
 from app.emails.schemas import EmailQueued, SendEmailRequest
 
-router = APIRouter(tags=["email"])
+router = APIRouter(tags=["email"], route_class=KeelRoute)
 
 
 @router.post(

@@ -8,11 +8,12 @@ from typing_extensions import Annotated
 from app.auth.dependencies import CurrentSuperuser, CurrentUser
 from app.core.db import DbSession
 from app.core.pagination import Page, PageParams, page_params
+from app.core.routing import KeelRoute
 from app.core.schemas import IdPath, error_responses
 from app.jobs import service
 from app.jobs.schemas import JobOut
 
-router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+router = APIRouter(prefix="/api/jobs", tags=["jobs"], route_class=KeelRoute)
 
 StatusFilter = Query(None, pattern="^(queued|running|retrying|succeeded|dead)$")
 

@@ -1,0 +1,1 @@
+"""CSV ingestion: streamed uploads summarized with bounded memory."""
