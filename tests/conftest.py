@@ -81,11 +81,23 @@ def pytest_configure(config: pytest.Config) -> None:
             "DATA_DIR": str(_DATA_DIR),
         }
     )
+    _ensure_model(_DATA_DIR / "models")
     config._keel_server_url = server_url  # type: ignore[attr-defined]
     config._keel_test_db = test_db  # type: ignore[attr-defined]
     from app.core.migrations import upgrade
 
     upgrade(database_url)
+
+
+def _ensure_model(model_dir: Path) -> None:
+    """The app serves predictions and reports ready only with a model: train a
+    small one for the session (tests of the registry use their own folders)."""
+    from app.ml.registry import Registry
+    from app.ml.training import train_model
+
+    os.environ["MODEL_DIR"] = str(model_dir)
+    if not Registry(model_dir).versions():
+        train_model(model_dir, kind="logreg", seed=42, activate=True)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

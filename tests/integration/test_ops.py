@@ -5,12 +5,22 @@ from typing import Any, Callable
 from app.ops import readiness
 
 
-async def test_ready_reports_each_dependency(client: Any) -> None:
-    response = await client.get("/ready")
+async def test_ready_reports_each_dependency(client: Any, settings: Any) -> None:
+    from app.ml.serving import model_server
+
+    not_serving = await client.get("/ready")
+    assert not_serving.status_code == 503
+    assert not_serving.json()["detail"]["checks"]["model"] != "ok"
+
+    await model_server.start(settings.resolved_model_dir, watch_interval=0)
+    try:
+        response = await client.get("/ready")
+    finally:
+        await model_server.stop()
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
-    assert {"database", "broker"} <= set(body["checks"])
+    assert set(body["checks"]) == {"database", "broker", "model"}
     assert set(body["checks"].values()) == {"ok"}
 
 
