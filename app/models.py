@@ -1,7 +1,20 @@
 """Imports every domain's models so Base.metadata is complete (Alembic, tests)."""
 from app.auth.models import RefreshToken
 from app.core.db import Base
+from app.ledger.models import Account, IdempotencyKey, LedgerEntry, Transfer
+from app.payments.models import Payment, PaymentEvent
 from app.posts.models import Post
 from app.users.models import User
 
-__all__ = ["Base", "RefreshToken", "Post", "User"]
+__all__ = [
+    "Account",
+    "Base",
+    "IdempotencyKey",
+    "LedgerEntry",
+    "Payment",
+    "PaymentEvent",
+    "Post",
+    "RefreshToken",
+    "Transfer",
+    "User",
+]
