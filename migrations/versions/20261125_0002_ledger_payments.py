@@ -1,5 +1,7 @@
-"""ledger payments: accounts, transfers, ledger entries, idempotency keys,
-payments, payment events. Ledger entries are append-only (a trigger refuses
+"""ledger payments
+
+Accounts, transfers, ledger entries, idempotency keys, payments, payment
+events. Ledger entries are append-only (a trigger refuses
 UPDATE and DELETE; TRUNCATE, used by test teardown, is not affected).
 
 Revision ID: 0002
