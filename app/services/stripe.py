@@ -62,17 +62,24 @@ def set_client(client: Optional[stripe.StripeClient]) -> None:
     _client = client
 
 
+def build_client(http_client: Optional[stripe.HTTPClient] = None) -> stripe.StripeClient:
+    """A Stripe client with our timeout and retry policy; `http_client`
+    replaces the SDK's HTTP layer (httpx by default)."""
+    settings = get_settings()
+    if not settings.stripe_api_key:
+        raise ProviderError("STRIPE_API_KEY is not configured")
+    return stripe.StripeClient(
+        settings.stripe_api_key,
+        http_client=http_client or stripe.HTTPXClient(timeout=settings.payment_timeout_seconds),
+        # Our idempotency key makes the SDK's own network retry safe.
+        max_network_retries=1,
+    )
+
+
 def _stripe_client() -> stripe.StripeClient:
     global _client
     if _client is None:
-        settings = get_settings()
-        if not settings.stripe_api_key:
-            raise ProviderError("STRIPE_API_KEY is not configured")
-        _client = stripe.StripeClient(
-            settings.stripe_api_key,
-            http_client=stripe.HTTPXClient(timeout=settings.payment_timeout_seconds),
-            max_network_retries=1,
-        )
+        _client = build_client()
     return _client
 
 

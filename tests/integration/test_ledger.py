@@ -1,4 +1,5 @@
 """Accounts, transfers, entries and idempotency over HTTP on real PostgreSQL."""
+
 from __future__ import annotations
 
 import uuid
@@ -9,7 +10,9 @@ import pytest
 
 
 async def open_account(client: Any, user: Dict[str, Any], currency: str = "USD") -> Dict[str, Any]:
-    response = await client.post("/api/accounts", json={"currency": currency}, headers=user["headers"])
+    response = await client.post(
+        "/api/accounts", json={"currency": currency}, headers=user["headers"]
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -50,7 +53,9 @@ async def test_create_account_rejects_non_iso_currency(
     client: Any, make_user: Callable[..., Any], currency: Any
 ) -> None:
     user = await make_user()
-    response = await client.post("/api/accounts", json={"currency": currency}, headers=user["headers"])
+    response = await client.post(
+        "/api/accounts", json={"currency": currency}, headers=user["headers"]
+    )
     assert response.status_code == 422
     assert response.json()["code"] == "validation_error"
 
@@ -75,7 +80,9 @@ async def test_accounts_are_listed_and_read_only_by_their_owner(
     assert body["total"] == 2 and body["limit"] == 50 and body["offset"] == 0
     assert [a["id"] for a in body["items"]] == [first["id"], second["id"]]
 
-    assert (await client.get(f"/api/accounts/{first['id']}", headers=bob["headers"])).status_code == 404
+    assert (
+        await client.get(f"/api/accounts/{first['id']}", headers=bob["headers"])
+    ).status_code == 404
     own = await client.get(f"/api/accounts/{first['id']}", headers=alice["headers"])
     assert own.status_code == 200 and own.json() == first
     assert (await client.get("/api/accounts/999999", headers=alice["headers"])).status_code == 404
@@ -99,20 +106,33 @@ async def test_transfer_moves_money_and_writes_debit_and_credit_entries(
     )
     assert response.status_code == 201, response.text
     transfer = response.json()
-    assert set(transfer) == {"id", "from_account_id", "to_account_id", "amount", "currency", "created_at"}
+    assert set(transfer) == {
+        "id",
+        "from_account_id",
+        "to_account_id",
+        "amount",
+        "currency",
+        "created_at",
+    }
     assert transfer["amount"] == "12.50" and transfer["currency"] == "USD"
     assert await balance(client, alice, source["id"]) == "87.50"
     assert await balance(client, bob, target["id"]) == "12.50"
 
-    entries = (await client.get(f"/api/accounts/{source['id']}/entries", headers=alice["headers"])).json()
+    entries = (
+        await client.get(f"/api/accounts/{source['id']}/entries", headers=alice["headers"])
+    ).json()
     assert entries["total"] == 2
     newest, oldest = entries["items"]
     assert set(newest) == {"id", "transfer_id", "amount", "balance_after", "created_at"}
     assert newest["transfer_id"] == transfer["id"]
     assert newest["amount"] == "-12.50" and newest["balance_after"] == "87.50"
     assert oldest["transfer_id"] is None and oldest["amount"] == "100.00"
-    credit = (await client.get(f"/api/accounts/{target['id']}/entries", headers=bob["headers"])).json()
-    assert credit["items"][0]["amount"] == "12.50" and credit["items"][0]["balance_after"] == "12.50"
+    credit = (
+        await client.get(f"/api/accounts/{target['id']}/entries", headers=bob["headers"])
+    ).json()
+    assert (
+        credit["items"][0]["amount"] == "12.50" and credit["items"][0]["balance_after"] == "12.50"
+    )
 
 
 async def test_transfer_accepts_numeric_amount_and_whole_balance(
@@ -165,7 +185,9 @@ async def test_transfer_from_someone_elses_account_is_404(
     assert await balance(client, alice, source["id"]) == "5.00"
 
 
-async def test_transfer_to_missing_account_is_404(client: Any, make_user: Callable[..., Any]) -> None:
+async def test_transfer_to_missing_account_is_404(
+    client: Any, make_user: Callable[..., Any]
+) -> None:
     alice = await make_user()
     source = await open_account(client, alice)
     await top_up(client, alice, source["id"], 500)
@@ -177,7 +199,9 @@ async def test_transfer_to_missing_account_is_404(client: Any, make_user: Callab
     assert response.status_code == 404
 
 
-async def test_transfer_between_currencies_is_422(client: Any, make_user: Callable[..., Any]) -> None:
+async def test_transfer_between_currencies_is_422(
+    client: Any, make_user: Callable[..., Any]
+) -> None:
     alice = await make_user()
     usd, eur = await open_account(client, alice, "USD"), await open_account(client, alice, "EUR")
     await top_up(client, alice, usd["id"], 500)
@@ -193,8 +217,26 @@ async def test_transfer_between_currencies_is_422(client: Any, make_user: Callab
 
 @pytest.mark.parametrize(
     "amount",
-    ["0", "0.00", "-1.00", 0, -5, "1.001", 0.001, "NaN", "Infinity", "-Infinity", "1e20",
-     "99999999999999999", True, None, "", "abc", [], {"v": 1}],
+    [
+        "0",
+        "0.00",
+        "-1.00",
+        0,
+        -5,
+        "1.001",
+        0.001,
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "1e20",
+        "99999999999999999",
+        True,
+        None,
+        "",
+        "abc",
+        [],
+        {"v": 1},
+    ],
 )
 async def test_transfer_rejects_bad_amounts_with_422(
     client: Any, make_user: Callable[..., Any], amount: Any
@@ -210,7 +252,9 @@ async def test_transfer_rejects_bad_amounts_with_422(
     assert response.json()["code"] == "validation_error"
 
 
-async def test_transfer_to_the_same_account_is_422(client: Any, make_user: Callable[..., Any]) -> None:
+async def test_transfer_to_the_same_account_is_422(
+    client: Any, make_user: Callable[..., Any]
+) -> None:
     alice = await make_user()
     source = await open_account(client, alice)
     response = await client.post(
@@ -246,17 +290,23 @@ async def test_transfer_replay_with_same_key_returns_first_response_and_moves_no
     assert first.status_code == again.status_code == 201
     assert again.json() == first.json()
     assert await balance(client, alice, source["id"]) == "7.00"
-    entries = (await client.get(f"/api/accounts/{target['id']}/entries", headers=alice["headers"])).json()
+    entries = (
+        await client.get(f"/api/accounts/{target['id']}/entries", headers=alice["headers"])
+    ).json()
     assert entries["total"] == 1
 
 
-async def test_same_key_with_different_body_is_409(client: Any, make_user: Callable[..., Any]) -> None:
+async def test_same_key_with_different_body_is_409(
+    client: Any, make_user: Callable[..., Any]
+) -> None:
     alice = await make_user()
     source, target = await open_account(client, alice), await open_account(client, alice)
     await top_up(client, alice, source["id"], 1_000)
     body = {"from_account_id": source["id"], "to_account_id": target["id"], "amount": "3.00"}
     key = uuid.uuid4().hex
-    assert (await client.post("/api/transfers", json=body, headers=keyed(alice, key))).status_code == 201
+    assert (
+        await client.post("/api/transfers", json=body, headers=keyed(alice, key))
+    ).status_code == 201
     reused = await client.post(
         "/api/transfers", json={**body, "amount": "4.00"}, headers=keyed(alice, key)
     )
@@ -317,7 +367,9 @@ async def test_entries_are_paged_newest_first_and_private(
     await top_up(client, alice, source["id"], 1_000)
     for cents in ("1.00", "2.00", "3.00"):
         body = {"from_account_id": source["id"], "to_account_id": target["id"], "amount": cents}
-        assert (await client.post("/api/transfers", json=body, headers=alice["headers"])).status_code == 201
+        assert (
+            await client.post("/api/transfers", json=body, headers=alice["headers"])
+        ).status_code == 201
     page = await client.get(
         f"/api/accounts/{source['id']}/entries?limit=2&offset=1", headers=alice["headers"]
     )
@@ -325,8 +377,31 @@ async def test_entries_are_paged_newest_first_and_private(
     body = page.json()
     assert body["total"] == 4 and body["limit"] == 2 and body["offset"] == 1
     assert [e["amount"] for e in body["items"]] == ["-2.00", "-1.00"]
-    assert [Decimal(e["balance_after"]) for e in body["items"]] == [Decimal("7.00"), Decimal("9.00")]
+    assert [Decimal(e["balance_after"]) for e in body["items"]] == [
+        Decimal("7.00"),
+        Decimal("9.00"),
+    ]
     hidden = await client.get(f"/api/accounts/{source['id']}/entries", headers=bob["headers"])
     assert hidden.status_code == 404
-    too_big = await client.get(f"/api/accounts/{source['id']}/entries?limit=101", headers=alice["headers"])
+    too_big = await client.get(
+        f"/api/accounts/{source['id']}/entries?limit=101", headers=alice["headers"]
+    )
     assert too_big.status_code == 422
+
+
+async def signed_up_user(client: Any) -> Dict[str, Any]:
+    """Sign up and log in through `client` (for committed_client tests,
+    where the `make_user` fixture's rolled-back session must not be used)."""
+    from tests.conftest import unique_email
+
+    email = unique_email()
+    created = await client.post(
+        "/api/users", json={"email": email, "password": "password-1", "name": "A"}
+    )
+    assert created.status_code == 201
+    tokens = await client.post("/token", data={"username": email, "password": "password-1"})
+    assert tokens.status_code == 200
+    return {
+        **created.json(),
+        "headers": {"Authorization": f"Bearer {tokens.json()['access_token']}"},
+    }
