@@ -133,9 +133,9 @@ async def _stripe_charge(
         # idempotency conflicts: the outcome is unknown or retryable.
         logger.warning("stripe error %s: %s", type(error).__name__, error.user_message)
         raise ProviderError(type(error).__name__) from error
-    status = intent.get("status")
+    status = intent.status
     if status == "succeeded":
-        return ChargeResult(provider_payment_id=str(intent["id"]))
+        return ChargeResult(provider_payment_id=str(intent.id))
     if status in ("requires_payment_method", "canceled"):
         raise ChargeDeclined("The payment was not completed.")
     # processing / requires_action: the outcome arrives later by webhook.

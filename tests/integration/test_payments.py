@@ -205,3 +205,41 @@ async def test_concurrent_duplicate_payments_with_one_key_credit_once(
     assert {r.status_code for r in responses} == {200}
     assert len({r.json()["id"] for r in responses}) == 1
     assert await balance(committed_client, user, account["id"]) == "7.00"
+
+
+@pytest.mark.parametrize(
+    "answer, status, credited",
+    [
+        ((200, {"id": "pi_real", "object": "payment_intent", "status": "succeeded"}), 200, "10.00"),
+        (
+            (402, {"error": {"type": "card_error", "code": "card_declined", "message": "No"}}),
+            402,
+            "0.00",
+        ),
+        ((500, {"error": {"type": "api_error", "message": "down"}}), 502, "0.00"),
+    ],
+)
+async def test_pay_through_the_stripe_adapter_with_only_its_http_api_faked(
+    client: Any,
+    make_user: Callable[..., Any],
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    answer: Any,
+    status: int,
+    credited: str,
+) -> None:
+    from tests.unit.test_stripe_adapter import FakeStripeHTTP
+
+    monkeypatch.setattr(settings, "payment_provider", "stripe")
+    monkeypatch.setattr(settings, "stripe_api_key", "sk_test_keel")
+    http = FakeStripeHTTP([answer])
+    provider.set_client(provider.build_client(http_client=http))
+    try:
+        alice = await make_user()
+        account = await open_account(client, alice)
+        response = await pay(client, alice, account["id"], 1_000)
+    finally:
+        provider.set_client(None)
+    assert response.status_code == status
+    assert await balance(client, alice, account["id"]) == credited
+    assert http.requests[0]["headers"]["Idempotency-Key"].startswith("keel-payment-")
