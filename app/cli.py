@@ -1,4 +1,5 @@
 """The `keel` command (also `python -m app`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,6 +7,7 @@ import asyncio
 import getpass
 import os
 import sys
+import tempfile
 from typing import List, Optional
 
 from app.core.config import get_settings
@@ -22,20 +24,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Production server: gunicorn managing uvicorn workers."""
+    """Production server: gunicorn managing uvicorn workers (app/gunicorn_conf.py)."""
     settings = get_settings()
     settings.check_production_safety()
-    workers = args.workers or settings.web_concurrency or (os.cpu_count() or 1)
-    argv = [
-        "gunicorn",
-        "app.main:app",
-        "--worker-class", "uvicorn.workers.UvicornWorker",
-        "--workers", str(workers),
-        "--bind", f"{args.host or settings.host}:{args.port or settings.port}",
-        "--graceful-timeout", "30",
-        "--timeout", "60",
-        "--keep-alive", "5",
-    ]
+    if args.workers:
+        os.environ["KEEL_WORKERS"] = str(args.workers)
+    if args.host or args.port:
+        os.environ["KEEL_BIND"] = f"{args.host or settings.host}:{args.port or settings.port}"
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its metrics here; /metrics aggregates them.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="keel-metrics-")
+    argv = ["gunicorn", "-c", "python:app.gunicorn_conf", "app.main:app"]
     os.execvp(sys.executable, [sys.executable, "-m", *argv])
     return 0  # pragma: no cover - exec does not return
 

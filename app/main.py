@@ -1,4 +1,5 @@
 """The FastAPI application: routers, middleware, error handlers, lifespan."""
+
 from __future__ import annotations
 
 import logging
@@ -16,9 +17,10 @@ from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.core.redis import close_redis
 from app.ledger.router import router as ledger_router
+from app.ops.metrics import MetricsMiddleware
+from app.ops.router import router as ops_router
 from app.payments.router import router as payments_router
 from app.posts.router import router as posts_router
-from app.ops.router import router as ops_router
 from app.users.router import router as users_router
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,14 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
 
-    for router in (ops_router, auth_router, users_router, posts_router, ledger_router, payments_router):
+    for router in (
+        ops_router,
+        auth_router,
+        users_router,
+        posts_router,
+        ledger_router,
+        payments_router,
+    ):
         app.include_router(router)
 
     # Upload endpoints count their own bytes against MAX_UPLOAD_BYTES.
@@ -61,6 +70,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
+    app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestContextMiddleware, hsts=settings.is_production)
     return app
 

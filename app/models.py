@@ -1,4 +1,5 @@
 """Imports every domain's models so Base.metadata is complete (Alembic, tests)."""
+
 from app.auth.models import RefreshToken
 from app.core.db import Base
 from app.ledger.models import Account, IdempotencyKey, LedgerEntry, Transfer

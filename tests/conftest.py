@@ -9,6 +9,7 @@ back (the app's commits become savepoint releases). Tests that need real
 commits across connections (concurrency, workers) use `committed_db`, which
 truncates every table afterwards.
 """
+
 from __future__ import annotations
 
 import asyncio

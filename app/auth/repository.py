@@ -1,4 +1,5 @@
 """All SQL of the auth domain (refresh-token families)."""
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -8,9 +8,10 @@ from app.auth import service
 from app.auth.dependencies import CurrentUser
 from app.auth.schemas import RefreshRequest, TokenPair
 from app.core.db import DbSession
+from app.core.routing import KeelRoute
 from app.core.schemas import error_responses
 
-router = APIRouter(tags=["auth"])
+router = APIRouter(tags=["auth"], route_class=KeelRoute)
 
 
 @router.post(

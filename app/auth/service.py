@@ -1,4 +1,5 @@
 """Authentication: login, token rotation with reuse detection, logout."""
+
 from __future__ import annotations
 
 import logging
@@ -30,7 +31,7 @@ from app.users.models import User
 logger = logging.getLogger(__name__)
 
 
-def login_throttles() -> "tuple[Throttle, Throttle]":
+def login_throttles() -> tuple[Throttle, Throttle]:
     settings = get_settings()
     per_account = Throttle(
         "login:account", settings.login_max_failures, settings.login_lockout_seconds
@@ -41,7 +42,9 @@ def login_throttles() -> "tuple[Throttle, Throttle]":
     return per_account, per_address
 
 
-async def _issue_pair(session: AsyncSession, user: User, family_id: Optional[str] = None) -> TokenPair:
+async def _issue_pair(
+    session: AsyncSession, user: User, family_id: Optional[str] = None
+) -> TokenPair:
     settings = get_settings()
     lifetime = timedelta(minutes=settings.access_token_minutes)
     access = create_token(str(user.id), ACCESS, lifetime, settings=settings)

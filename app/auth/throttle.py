@@ -3,6 +3,7 @@
 Fails open: when Redis is unreachable the request proceeds and a warning is
 logged, so a cache outage never locks everyone out.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Settings: the only place that reads environment variables."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -36,6 +37,9 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(10, ge=0)
     db_pool_timeout: float = Field(5.0, gt=0)
     db_pool_recycle: int = Field(1800, ge=-1)
+    # Pre-ping costs one round trip per checkout but lets the pool recover by
+    # itself after a database restart without failing the first requests.
+    db_pool_pre_ping: bool = True
     db_connect_timeout: float = Field(3.0, gt=0)
     db_statement_timeout_ms: int = Field(30_000, ge=0)
 
@@ -87,8 +91,7 @@ class Settings(BaseSettings):
             return
         if self.secret_key == DEFAULT_SECRET_KEY or len(self.secret_key) < 32:
             raise RuntimeError(
-                "SECRET_KEY must be set to a random value of at least 32 characters "
-                "in production"
+                "SECRET_KEY must be set to a random value of at least 32 characters in production"
             )
 
 

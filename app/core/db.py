@@ -1,12 +1,11 @@
 """Async engine, session factory, request-scoped session and declarative Base."""
+
 from __future__ import annotations
 
 import logging
-from typing import AsyncIterator, Optional
+from typing import Any, AsyncIterator, Dict, Optional
 
 from fastapi import Depends
-from typing_extensions import Annotated
-
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -15,6 +14,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from typing_extensions import Annotated
 
 from app.core.config import Settings, get_settings
 
@@ -52,7 +52,7 @@ def build_engine(settings: Settings, url: Optional[str] = None) -> AsyncEngine:
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         pool_recycle=settings.db_pool_recycle,
-        pool_pre_ping=True,
+        pool_pre_ping=settings.db_pool_pre_ping,
         connect_args={
             "timeout": settings.db_connect_timeout,
             "server_settings": server_settings,
@@ -84,6 +84,17 @@ class Database:
             self.configure(self.engine)
         assert self._sessionmaker is not None
         return self._sessionmaker
+
+    def pool_status(self) -> Optional[Dict[str, int]]:
+        """Size, in-use and overflow counts of this process's pool (None before first use)."""
+        if self._engine is None:
+            return None
+        pool: Any = self._engine.pool
+        return {
+            "size": pool.size(),
+            "checked_out": pool.checkedout(),
+            "overflow": max(0, pool.overflow()),
+        }
 
     async def dispose(self) -> None:
         if self._engine is not None:

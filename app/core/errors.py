@@ -1,7 +1,9 @@
 """Domain errors and the one place that turns errors into response bodies."""
+
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Dict, Optional
 
 from fastapi import FastAPI, Request
@@ -157,12 +159,18 @@ def _clean_validation_error(error: Any) -> Any:
     value = error.get("input")
     if isinstance(value, bytes):
         value = value[:200].decode("utf-8", "replace")
-    if isinstance(value, str) and len(value) > 200:
-        value = value[:200] + "..."
-    if not isinstance(value, (_SCALARS, dict, list)):
-        value = str(value)[:200]
+    if isinstance(value, str):
+        if len(value) > 200:
+            value = value[:200] + "..."
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, float) and not math.isfinite(value):
+        value = str(value)
+    elif not isinstance(value, _SCALARS):
+        # Containers may hold anything (inf, huge nesting): name the type only.
+        value = type(value).__name__
     error["input"] = value
     error.pop("url", None)
+    error["msg"] = str(error.get("msg", "")).encode("utf-8", "replace").decode("utf-8")
     return error
 
 

@@ -1,4 +1,5 @@
 """Structured logging with the request id (and user id when known)."""
+
 from __future__ import annotations
 
 import contextvars
@@ -11,9 +12,7 @@ from typing import Optional
 request_id_var: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
     "request_id", default=None
 )
-user_id_var: contextvars.ContextVar[Optional[int]] = contextvars.ContextVar(
-    "user_id", default=None
-)
+user_id_var: contextvars.ContextVar[Optional[int]] = contextvars.ContextVar("user_id", default=None)
 
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 

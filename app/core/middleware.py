@@ -1,4 +1,5 @@
 """Pure-ASGI middleware: request id, security headers, body size limit."""
+
 from __future__ import annotations
 
 import json

@@ -1,10 +1,13 @@
 """The list contract: `limit` (1-100, default 50), `offset`, and a page body."""
+
 from __future__ import annotations
 
-from typing import Generic, List, TypeVar
+from typing import Any, Generic, List, Tuple, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 T = TypeVar("T")
 
@@ -29,3 +32,19 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+
+async def fetch_page(
+    session: AsyncSession, stmt: Select, *, limit: int, offset: int
+) -> Tuple[List[Any], int]:
+    """Run an ordered select for one page and the total row count.
+
+    The total rides along as a window count, so a page costs one round trip;
+    only a page past the end (no rows to carry it) needs a separate count.
+    """
+    windowed = stmt.add_columns(func.count().over().label("_total")).limit(limit).offset(offset)
+    rows = (await session.execute(windowed)).all()
+    if rows:
+        return [row[0] for row in rows], int(rows[0][-1])
+    count_stmt = select(func.count()).select_from(stmt.order_by(None).subquery())
+    return [], int((await session.execute(count_stmt)).scalar_one())

@@ -1,4 +1,5 @@
 """The process's async Redis client (REDIS_URL, or the embedded server)."""
+
 from __future__ import annotations
 
 from typing import Optional

@@ -1,4 +1,5 @@
 """Types and response models shared by all routes."""
+
 from __future__ import annotations
 
 from typing import Any

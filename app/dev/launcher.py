@@ -3,6 +3,7 @@
 Starts what is not configured (PostgreSQL, Redis), applies migrations, runs
 the API and stops everything it started on Ctrl-C.
 """
+
 from __future__ import annotations
 
 import logging

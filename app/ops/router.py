@@ -1,14 +1,54 @@
-"""Liveness and readiness probes."""
+"""Liveness, readiness and metrics."""
+
 from __future__ import annotations
 
 from typing import Dict
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+from pydantic import BaseModel
 
-router = APIRouter(tags=["system"])
+from app.core.errors import ServiceUnavailable
+from app.core.routing import KeelRoute
+from app.core.schemas import error_responses
+from app.ops.metrics import render_metrics
+from app.ops.readiness import run_checks
+
+router = APIRouter(tags=["ops"], route_class=KeelRoute)
+
+
+class Readiness(BaseModel):
+    status: str
+    checks: Dict[str, str]
+
+
+class NotReady(ServiceUnavailable):
+    code = "not_ready"
+    message = "Not ready"
 
 
 @router.get("/health", response_model=Dict[str, str])
 async def health() -> Dict[str, str]:
     """The process is alive and its event loop answers. Touches nothing else."""
     return {"status": "ok"}
+
+
+@router.get("/ready", response_model=Readiness, responses=error_responses(503))
+async def ready() -> Readiness:
+    """200 when the database, the broker and the model are usable; 503 naming
+    what is not."""
+    checks = await run_checks()
+    failed = [name for name, result in checks.items() if result != "ok"]
+    if failed:
+        raise NotReady(
+            f"not ready: {', '.join(failed)}",
+            detail={"message": f"not ready: {', '.join(failed)}", "checks": checks},
+            retry_after=5,
+        )
+    return Readiness(status="ok", checks=checks)
+
+
+@router.get("/metrics", response_class=Response, include_in_schema=True)
+async def metrics() -> Response:
+    """Prometheus text exposition."""
+    body, content_type = render_metrics()
+    return Response(body, media_type=content_type)

@@ -23,4 +23,4 @@ class Post(TimestampMixin, Base):
     title: Mapped[str] = mapped_column(String(200), nullable=False)
     body: Mapped[str] = mapped_column(Text, nullable=False, default="")
 
-    author: Mapped["User"] = relationship(back_populates="posts", lazy="raise")
+    author: Mapped[User] = relationship(back_populates="posts", lazy="raise")

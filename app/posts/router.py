@@ -6,11 +6,12 @@ from typing_extensions import Annotated
 from app.auth.dependencies import CurrentUser
 from app.core.db import DbSession
 from app.core.pagination import Page, PageParams, page_params
+from app.core.routing import KeelRoute
 from app.core.schemas import IdPath, error_responses
 from app.posts import service
 from app.posts.schemas import PostCreate, PostOut, PostUpdate
 
-router = APIRouter(prefix="/api/posts", tags=["posts"])
+router = APIRouter(prefix="/api/posts", tags=["posts"], route_class=KeelRoute)
 
 
 @router.post(

@@ -5,7 +5,6 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
 # `pattern` is a search: the title must contain at least one non-space character.
 NON_BLANK = r"\S"
 
@@ -20,7 +19,7 @@ class PostUpdate(BaseModel):
     body: Optional[str] = Field(None, max_length=50_000)
 
     @model_validator(mode="after")
-    def _not_null(self) -> "PostUpdate":
+    def _not_null(self) -> PostUpdate:
         for name in self.model_fields_set:
             if getattr(self, name) is None:
                 raise ValueError(f"{name} may be omitted but not null")

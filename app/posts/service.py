@@ -1,4 +1,5 @@
 """Posts: anyone signed in reads; only the author changes or deletes."""
+
 from __future__ import annotations
 
 from typing import List, Optional, Tuple
@@ -32,9 +33,8 @@ async def get_post(session: AsyncSession, post_id: int) -> Post:
 
 
 async def list_posts(session: AsyncSession, *, limit: int, offset: int) -> Tuple[List[Post], int]:
-    """Newest first (ids are monotonic, so id order is creation order)."""
-    total = await repository.count_posts(session)
-    return await repository.list_posts(session, limit=limit, offset=offset), total
+    """A page of posts, newest first, and the total count."""
+    return await repository.list_posts(session, limit=limit, offset=offset)
 
 
 async def _own_post_for_update(session: AsyncSession, post_id: int, user: User) -> Post:

@@ -26,7 +26,7 @@ class User(TimestampMixin, Base):
     # Access tokens issued before this instant are refused (password reset, logout-all).
     tokens_valid_after: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
 
-    posts: Mapped[List["Post"]] = relationship(
+    posts: Mapped[List[Post]] = relationship(
         back_populates="author", lazy="raise", order_by="desc(Post.id)"
     )
 

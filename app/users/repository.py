@@ -1,13 +1,15 @@
 """All SQL of the users domain."""
+
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Tuple
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from app.core.pagination import fetch_page
 from app.users.models import User
 
 
@@ -34,18 +36,9 @@ async def insert_user(
     return result.scalar_one_or_none()
 
 
-async def count_users(session: AsyncSession) -> int:
-    return int((await session.execute(select(func.count(User.id)))).scalar_one())
-
-
-async def list_users_with_posts(session: AsyncSession, *, limit: int, offset: int) -> List[User]:
-    """One statement for the page, one for all their posts (selectin)."""
-    stmt = (
-        select(User)
-        .options(selectinload(User.posts))
-        .order_by(User.id)
-        .limit(limit)
-        .offset(offset)
-    )
-    result: Sequence[User] = (await session.execute(stmt)).scalars().all()
-    return list(result)
+async def list_users_with_posts(
+    session: AsyncSession, *, limit: int, offset: int
+) -> Tuple[List[User], int]:
+    """One statement for the page and total, one for all their posts (selectin)."""
+    stmt = select(User).options(selectinload(User.posts)).order_by(User.id)
+    return await fetch_page(session, stmt, limit=limit, offset=offset)

@@ -6,11 +6,12 @@ from typing_extensions import Annotated
 from app.auth.dependencies import CurrentUser
 from app.core.db import DbSession
 from app.core.pagination import Page, PageParams, page_params
+from app.core.routing import KeelRoute
 from app.core.schemas import error_responses
 from app.users import service
 from app.users.schemas import PublicProfile, UserCreate, UserOut
 
-router = APIRouter(prefix="/api/users", tags=["users"])
+router = APIRouter(prefix="/api/users", tags=["users"], route_class=KeelRoute)
 
 
 @router.post(

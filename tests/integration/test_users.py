@@ -7,7 +7,9 @@ import pytest
 from tests.conftest import unique_email
 
 
-async def test_sign_up_returns_public_fields_and_stores_bcrypt_hash(client: Any, session: Any) -> None:
+async def test_sign_up_returns_public_fields_and_stores_bcrypt_hash(
+    client: Any, session: Any
+) -> None:
     from app.users.models import User
 
     email = unique_email()
@@ -24,7 +26,9 @@ async def test_sign_up_returns_public_fields_and_stores_bcrypt_hash(client: Any,
 
 async def test_sign_up_email_taken_is_case_insensitive(client: Any) -> None:
     email = unique_email()
-    first = await client.post("/api/users", json={"email": email, "password": "password-1", "name": "A"})
+    first = await client.post(
+        "/api/users", json={"email": email, "password": "password-1", "name": "A"}
+    )
     assert first.status_code == 201
     again = await client.post(
         "/api/users", json={"email": email.upper(), "password": "password-1", "name": "B"}
@@ -81,7 +85,9 @@ async def test_me_returns_current_user(client: Any, make_user: Callable[..., Any
         {"Authorization": "Bearer " + "a" * 5000},
     ],
 )
-async def test_me_without_valid_token_is_401_with_bearer_challenge(client: Any, headers: dict) -> None:
+async def test_me_without_valid_token_is_401_with_bearer_challenge(
+    client: Any, headers: dict
+) -> None:
     response = await client.get("/api/users/me", headers=headers)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
@@ -113,7 +119,9 @@ async def test_list_users_statement_count_does_not_grow_with_page_size(
 
     async def count_for(limit: int) -> int:
         statement_counter.clear()
-        response = await client.get("/api/users", params={"limit": limit}, headers=viewer["headers"])
+        response = await client.get(
+            "/api/users", params={"limit": limit}, headers=viewer["headers"]
+        )
         assert response.status_code == 200
         assert len(response.json()["items"]) == min(limit, response.json()["total"])
         return len([s for s in statement_counter if not s.startswith(("SAVEPOINT", "RELEASE"))])

@@ -76,7 +76,9 @@ def test_decode_rejects_wrong_token_type() -> None:
 
 
 def test_decode_rejects_token_missing_jti() -> None:
-    token = jwt.encode({"sub": "1", "type": ACCESS, "iat": 1, "exp": 9999999999}, SETTINGS.secret_key)
+    token = jwt.encode(
+        {"sub": "1", "type": ACCESS, "iat": 1, "exp": 9999999999}, SETTINGS.secret_key
+    )
     with pytest.raises(jwt.MissingRequiredClaimError):
         decode_token(token, ACCESS, settings=SETTINGS)
 

@@ -1,0 +1,42 @@
+# keel — `make run` starts everything on embedded defaults, `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test bench lint fmt typecheck install migrate clean
+
+$(BIN)/python: pyproject.toml uv.lock .python-version
+	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
+	$(UV) sync --frozen
+	@touch $(BIN)/python
+
+install: $(BIN)/python
+
+run: install
+	$(BIN)/keel dev
+
+migrate: install
+	$(BIN)/keel migrate
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
+	$(BIN)/mypy app
+
+typecheck: install
+	$(BIN)/mypy app
+
+fmt: install
+	$(BIN)/ruff format app tests bench
+	$(BIN)/ruff check --fix app tests bench
+
+bench: install
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf .keel .pytest_cache .mypy_cache .ruff_cache

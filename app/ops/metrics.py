@@ -1,0 +1,96 @@
+"""Prometheus metrics: HTTP requests by route template and status, DB pool.
+
+Domains define their own metrics (jobs, predictions) with prometheus_client;
+they all land in the default registry. Under gunicorn (`keel serve`),
+PROMETHEUS_MULTIPROC_DIR is set and /metrics aggregates every worker.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Iterator
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HTTP_REQUESTS = Counter("keel_http_requests_total", "HTTP requests", ["method", "route", "status"])
+HTTP_LATENCY = Histogram(
+    "keel_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+class PoolCollector(Collector):
+    """Connection pool usage of the process answering the scrape."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from app.core.db import db
+
+        pool = db.pool_status()
+        if pool is None:
+            return
+        pid = str(os.getpid())
+        for name, doc, value in (
+            ("keel_db_pool_size", "Configured pool size", pool["size"]),
+            ("keel_db_pool_checked_out", "Connections in use", pool["checked_out"]),
+            ("keel_db_pool_overflow", "Connections beyond pool_size", pool["overflow"]),
+        ):
+            family = GaugeMetricFamily(name, doc, labels=["pid"])
+            family.add_metric([pid], value)
+            yield family
+
+
+_pool_collector = PoolCollector()
+REGISTRY.register(_pool_collector)
+
+
+def render_metrics() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        registry.register(_pool_collector)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by its route template (not the raw
+    path, so ids do not explode the label set)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            HTTP_REQUESTS.labels(method, template, str(status)).inc()
+            HTTP_LATENCY.labels(method, template).observe(time.perf_counter() - start)

@@ -1,0 +1,220 @@
+"""Shared benchmark plumbing: a private database, a real server process, wrk.
+
+Benchmarks load only 127.0.0.1 and are bounded in time. Figures are reported
+next to a baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ADMIN_URL = os.environ.get(
+    "BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summary_ms(latencies_s: Sequence[float]) -> Dict[str, float]:
+    ms = [x * 1000 for x in latencies_s]
+    return {
+        "n": len(ms),
+        "p50": percentile(ms, 0.50),
+        "p99": percentile(ms, 0.99),
+        "mean": statistics.fmean(ms) if ms else float("nan"),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _admin(statement: str) -> None:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(ADMIN_URL)
+
+    async def run() -> None:
+        conn = await asyncpg.connect(
+            user=url.username or "postgres",
+            host=url.host or url.query.get("host"),
+            port=url.port,
+            database=url.database or "postgres",
+        )
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@contextmanager
+def bench_database() -> Iterator[str]:
+    """A fresh, migrated database on the machine's PostgreSQL; dropped after."""
+    from sqlalchemy.engine import make_url
+
+    from app.core.migrations import upgrade
+
+    name = f"keel_bench_{uuid.uuid4().hex[:8]}"
+    _admin(f'CREATE DATABASE "{name}"')
+    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def server(
+    env: Dict[str, str], *, workers: int = 1, argv: Optional[List[str]] = None
+) -> Iterator[str]:
+    """Run the API (uvicorn, N workers) with `env`; yields its base URL."""
+    port = free_port()
+    command = argv or [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+    ]
+    command = [part.replace("{port}", str(port)) for part in command]
+    log = tempfile.NamedTemporaryFile(prefix="keel-bench-", suffix=".log", delete=False)
+    proc = subprocess.Popen(
+        command, env={**os.environ, **env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited; log: {log.name}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"server not healthy; log: {log.name}")
+        time.sleep(0.1)
+    try:
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False, capture_output=True)
+    path = shutil.which("wrk")
+    if not path:
+        subprocess.run(["apt-get", "update", "-q"], check=False, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, capture_output=True)
+        path = shutil.which("wrk")
+    assert path, "wrk could not be installed"
+    return path
+
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.match(r"([\d.]+)(us|ms|s)", text)
+    assert match, text
+    return float(match.group(1)) * _UNIT[match.group(2)]
+
+
+def run_wrk(
+    url: str,
+    *,
+    connections: int,
+    seconds: int = 10,
+    threads: int = 2,
+    headers: Optional[Dict[str, str]] = None,
+    script: Optional[str] = None,
+) -> Dict[str, float]:
+    """wrk with latency percentiles; returns rps, p50/p99 (ms) and error counts."""
+    argv = [
+        ensure_wrk(),
+        "-t",
+        str(min(threads, connections)),
+        "-c",
+        str(connections),
+        "-d",
+        f"{seconds}s",
+        "--latency",
+        "--timeout",
+        "10s",
+    ]
+    for name, value in (headers or {}).items():
+        argv += ["-H", f"{name}: {value}"]
+    if script:
+        argv += ["-s", script]
+    out = subprocess.run(argv + [url], check=True, capture_output=True, text=True).stdout
+    result = {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50": _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
+        "p99": _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
+        "non_2xx": 0.0,
+        "socket_errors": 0.0,
+    }
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if non2xx:
+        result["non_2xx"] = float(non2xx.group(1))
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if errors:
+        result["socket_errors"] = float(sum(int(g) for g in errors.groups()))
+    return result
+
+
+def print_table(title: str, rows: List[Dict[str, object]]) -> None:
+    print(f"\n## {title}")
+    if not rows:
+        return
+    columns = list(rows[0])
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        cells = [f"{v:.2f}" if isinstance(v, float) else str(v) for v in row.values()]
+        print("| " + " | ".join(cells) + " |")

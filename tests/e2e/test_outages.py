@@ -1,0 +1,77 @@
+"""The service against its own PostgreSQL and Redis instances, stopped and
+restarted under it (never the machine's shared servers)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pgserver
+import pytest
+from pgserver import _commands as pg_commands
+
+from app.core.migrations import upgrade
+from app.dev.embedded import asyncpg_url
+from tests.e2e.conftest import start_server, stop_process
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[Any]:
+    server = pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
+def _stop(server: Any) -> None:
+    pg_commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+
+
+def _wait_for(predicate: Any, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_database_outage_answers_503_then_recovers_without_restart(own_postgres: Any) -> None:
+    url = asyncpg_url(own_postgres)
+    upgrade(url)
+    proc, base = start_server({"DATABASE_URL": url, "DB_CONNECT_TIMEOUT": "2"})
+    try:
+        with httpx.Client(base_url=base, timeout=15) as http:
+            created = http.post(
+                "/api/users",
+                json={"email": "out@example.com", "password": "password-1", "name": "O"},
+            )
+            assert created.status_code == 201
+            token = http.post(
+                "/token", data={"username": "out@example.com", "password": "password-1"}
+            ).json()["access_token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            post = http.post("/api/posts", json={"title": "before outage"}, headers=headers)
+            assert post.status_code == 201
+
+            _stop(own_postgres)
+            down = http.get("/api/users/me", headers=headers)
+            assert down.status_code == 503
+            assert down.json()["code"] == "database_unavailable"
+            assert "retry-after" in down.headers
+            write = http.post("/api/posts", json={"title": "during"}, headers=headers)
+            assert write.status_code == 503
+            ready = http.get("/ready")
+            assert ready.status_code == 503 and "database" in ready.json()["detail"]["message"]
+            assert http.get("/health").status_code == 200
+
+            own_postgres.ensure_postgres_running()
+            assert _wait_for(
+                lambda: http.get("/api/users/me", headers=headers).status_code == 200, 30
+            )
+            titles = [p["title"] for p in http.get("/api/posts", headers=headers).json()["items"]]
+            assert titles == ["before outage"]
+            assert http.get("/ready").json()["checks"]["database"] == "ok"
+    finally:
+        stop_process(proc)
