@@ -121,7 +121,7 @@ async def test_concurrent_random_transfers_keep_every_invariant(
             plan.append(("transfer", user, body, key))
 
     results: List[Tuple[str, Dict[str, Any], str, int, Any]] = []
-    queue: "asyncio.Queue[Tuple[str, Dict[str, Any], Dict[str, Any], str]]" = asyncio.Queue()
+    queue: asyncio.Queue[Tuple[str, Dict[str, Any], Dict[str, Any], str]] = asyncio.Queue()
     for item in plan:
         queue.put_nowait(item)
 
