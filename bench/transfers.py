@@ -8,11 +8,14 @@ postgresql+asyncpg://postgres@127.0.0.1:5432/postgres):
 1. creates a fresh database, migrates it, seeds 1,000 funded accounts (money
    enters as succeeded payments with their ledger credits, as in the app) and
    a mirror table set for pgbench;
-2. starts the real server (uvicorn, one worker, production settings);
+2. starts the real server (uvicorn, one worker, production settings; pool
+   20+10 connections so 32 clients do not churn overflow connections);
 3. for "1,000 accounts" and "10 hot accounts": pgbench with a two-row-lock
    transfer script (lock both rows in id order, update both balances, insert
    the transfer and two entries) at 32 clients, then POST /api/transfers at 32
-   concurrent keep-alive connections; prints tps and the ratio (goal >= 0.2x);
+   concurrent keep-alive connections; prints tps and the ratio (goal >= 0.2x),
+   latency, and the server process CPU per request (robust to other load on
+   the machine, unlike tps);
 4. latency at 8 clients on 1,000 accounts (goal p99 <= 50 ms);
 5. stops the server and checks the ledger invariants (sum of balances equals
    sum of payments, no negative balance, every balance equals the sum of its
@@ -317,6 +320,7 @@ class Load:
         self.statuses: Counter = Counter()
         self.latencies: List[float] = []
         self.created = 0
+        self.completed = 0
 
     def _transfer_request(self) -> bytes:
         source, target = self.rng.sample(self.account_ids, 2)
@@ -342,6 +346,7 @@ class Load:
                 length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
                 await reader.readexactly(length)
                 elapsed = time.perf_counter() - started
+                self.completed += 1
                 if status == 201:
                     self.created += 1  # counted during warm-up too: every row must match
                 if started >= record_after:
@@ -350,7 +355,10 @@ class Load:
         finally:
             writer.close()
 
-    async def run(self, clients: int, seconds: float, warmup: float) -> Dict[str, float]:
+    async def run(
+        self, clients: int, seconds: float, warmup: float, server_pid: int = 0
+    ) -> Dict[str, float]:
+        cpu_before = process_cpu_seconds(server_pid)
         now = time.perf_counter()
         record_after, stop_at = now + warmup, now + warmup + seconds
         await asyncio.gather(*(self._connection(stop_at, record_after) for _ in range(clients)))
@@ -359,7 +367,9 @@ class Load:
         def pct(q: float) -> float:
             return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
 
+        cpu = process_cpu_seconds(server_pid) - cpu_before
         return {
+            "cpu_ms": cpu / max(1, self.completed) * 1000,
             "tps": len(self.latencies) / seconds,
             "p50": pct(0.50),
             "p99": pct(0.99),
@@ -367,7 +377,16 @@ class Load:
 
 
 def latency(result: Dict[str, float]) -> str:
-    return f"{result['p50']:>8.1f}{result['p99']:>8.1f}"
+    return f"{result['p50']:>8.1f}{result['p99']:>8.1f}{result['cpu_ms']:>9.2f}"
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (Linux /proc), 0 when unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def mint_token(secret_key: str, user_id: int) -> str:
@@ -400,15 +419,15 @@ def main() -> int:
         account_ids = [r["id"] for r in rows]
         proc, port, log = start_server(url, secret_key)
         print(f"database {_pg_params(url)['database']}, server log {log.name}")
-        header = ("case", "pgbench tps", "HTTP tps", "ratio", "p50 ms", "p99 ms")
-        print("{:<28}{:>12}{:>10}{:>8}{:>8}{:>8}".format(*header))
+        header = ("case", "pgbench tps", "HTTP tps", "ratio", "p50 ms", "p99 ms", "CPU ms/req")
+        print("{:<28}{:>12}{:>10}{:>8}{:>8}{:>8}{:>11}".format(*header))
         for label, ids in (
             (f"{N_ACCOUNTS} accounts, {CLIENTS} clients", account_ids),
             (f"{HOT_ACCOUNTS} hot accounts, {CLIENTS} clients", account_ids[:HOT_ACCOUNTS]),
         ):
             baseline = run_pgbench(url, accounts=len(ids), clients=CLIENTS, seconds=args.seconds)
             load = Load(port, token, ids, seed=len(ids))
-            result = asyncio.run(load.run(CLIENTS, args.seconds, args.warmup))
+            result = asyncio.run(load.run(CLIENTS, args.seconds, args.warmup, proc.pid))
             created += load.created
             statuses.update(load.statuses)
             ratio = result["tps"] / baseline
@@ -419,7 +438,7 @@ def main() -> int:
             if ratio < 0.2:
                 print(f"  below goal: ratio {ratio:.2f}x < 0.2x")
         load = Load(port, token, account_ids, seed=8)
-        result = asyncio.run(load.run(LATENCY_CLIENTS, args.seconds, args.warmup))
+        result = asyncio.run(load.run(LATENCY_CLIENTS, args.seconds, args.warmup, proc.pid))
         created += load.created
         statuses.update(load.statuses)
         label = f"{N_ACCOUNTS} accounts, {LATENCY_CLIENTS} clients"
@@ -434,7 +453,9 @@ def main() -> int:
             f"Authorization: Bearer {token}\r\n\r\n"
         )
         floor = asyncio.run(
-            Load(port, token, account_ids, 0, request=me.encode).run(CLIENTS, args.seconds, 1.0)
+            Load(port, token, account_ids, 0, request=me.encode).run(
+                CLIENTS, args.seconds, 1.0, proc.pid
+            )
         )
         label = f"GET /api/users/me, {CLIENTS} cl."
         print(f"{label:<28}{'':>12}{floor['tps']:>10.0f}{'':>8}" + latency(floor))

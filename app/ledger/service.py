@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import AppError, BadRequest, NotFound, UnprocessableEntity
 from app.ledger import idempotency, repository
+from app.ledger.metrics import TRANSACTION_RETRIES, TRANSFERS
 from app.ledger.models import Account, LedgerEntry
 from app.ledger.money import format_money
 from app.ledger.schemas import TransferOut
@@ -94,6 +95,7 @@ async def run_with_retry(session: AsyncSession, attempt: Callable[[], Awaitable[
         except DBAPIError as error:
             if not is_retryable(error) or number == MAX_ATTEMPTS:
                 raise
+            TRANSACTION_RETRIES.inc()
             logger.warning("transaction retry %d after sqlstate %s", number, error.orig.sqlstate)  # type: ignore[union-attr]
             await session.rollback()
             await asyncio.sleep(random.uniform(0, 0.005 * 2**number))
@@ -183,10 +185,10 @@ async def transfer_funds(
             claim = await idempotency.claim_key(
                 session, user_id=user_id, key=idempotency_key, request_hash=request_hash
             )
-            if not claim.is_new:
+            if not claim.is_new and claim.has_response:
+                TRANSFERS.labels("replayed").inc()
                 idempotency.replay_error(claim)
-                if claim.has_response:
-                    return TransferOut.model_validate(claim.response_body)
+                return TransferOut.model_validate(claim.response_body)
         try:
             result = await _move_money(
                 session,
@@ -196,6 +198,7 @@ async def transfer_funds(
                 amount=amount,
             )
         except (AccountNotFound, CurrencyMismatch, InsufficientFunds) as error:
+            TRANSFERS.labels(error.code).inc()
             if claim is not None:
                 await _store_error_and_commit(session, claim, error)
             raise
@@ -203,6 +206,7 @@ async def transfer_funds(
             await idempotency.record_response(
                 session, claim, status=201, body=result.model_dump(mode="json")
             )
+        TRANSFERS.labels("created").inc()
         return result
 
     return await run_with_retry(session, attempt)
@@ -226,7 +230,7 @@ async def _move_money(
     to_account_id: int,
     amount: Decimal,
 ) -> TransferOut:
-    rows = await repository.lock_accounts(session, (from_account_id, to_account_id))
+    rows = await repository.lock_account_pair(session, from_account_id, to_account_id)
     locked = {a.id: a for a in rows}
     source = locked.get(from_account_id)
     target = locked.get(to_account_id)

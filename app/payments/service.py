@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.errors import AppError, BadRequest
 from app.ledger import idempotency
 from app.ledger import service as ledger_service
+from app.ledger.metrics import PAYMENTS, WEBHOOK_EVENTS
 from app.ledger.money import minor_to_money, money_to_minor
 from app.payments import repository
 from app.payments.models import DECLINED, SUCCEEDED, Payment
@@ -108,6 +109,7 @@ async def pay_account(
     payment, claim = await ledger_service.run_with_retry(session, open_payment)
     if payment is None:
         assert claim is not None and claim.has_response
+        PAYMENTS.labels("replayed").inc()
         idempotency.replay_error(claim)
         return PaymentOut.model_validate(claim.response_body)
     payment_id, currency = payment.id, payment.currency
@@ -123,9 +125,11 @@ async def pay_account(
             )
         except provider.ChargeDeclined as declined:
             await _record_decline(session, payment_id, claim, str(declined))
+            PAYMENTS.labels("declined").inc()
             raise PaymentDeclined(str(declined)) from None
         except provider.ProviderError as error:
             logger.warning("payment %s: provider error: %s", payment_id, error)
+            PAYMENTS.labels("provider_error").inc()
             raise PaymentProviderError() from None
         provider_payment_id: Optional[str] = result.provider_payment_id
     else:
@@ -140,7 +144,9 @@ async def pay_account(
             await idempotency.record_response(session, claim, status=200, body=out.model_dump())
         return out
 
-    return await ledger_service.run_with_retry(session, settle)
+    out = await ledger_service.run_with_retry(session, settle)
+    PAYMENTS.labels("succeeded").inc()
+    return out
 
 
 async def _open_payment(
@@ -232,6 +238,7 @@ async def handle_webhook(
     try:
         event = provider.verify_webhook(payload, signature_header)
     except provider.InvalidWebhook:
+        WEBHOOK_EVENTS.labels("invalid_signature").inc()
         raise InvalidSignature() from None
     event_id, event_type = event.get("id"), event.get("type")
     if not isinstance(event_id, str) or not event_id or len(event_id) > 255:
@@ -243,7 +250,9 @@ async def handle_webhook(
         event_row_id = await repository.insert_event(session, event_id=event_id, type=event_type)
         if event_row_id is None:
             logger.info("webhook event %s already processed", event_id)
+            WEBHOOK_EVENTS.labels("duplicate").inc()
             return
+        WEBHOOK_EVENTS.labels("applied").inc()
         if event_type == "payment_intent.succeeded":
             payment_id = await _apply_intent_succeeded(session, event)
             if payment_id is not None:
