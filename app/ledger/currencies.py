@@ -17,3 +17,14 @@ ISO_4217: FrozenSet[str] = frozenset(
     ZWG ZWL
     """.split()
 )
+
+# Codes whose minor unit is not 1/100 (or that have none): a top-up amount in
+# "minor units" would mean something else to the provider than to our
+# 2-place ledger, so payments into such accounts are refused.
+NOT_CENT_BASED: FrozenSet[str] = frozenset(
+    """
+    BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF
+    BHD IQD JOD KWD LYD OMR TND CLF UYW
+    XAG XAU XBA XBB XBC XBD XDR XPD XPT XSU XTS XUA XXX
+    """.split()
+)

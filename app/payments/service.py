@@ -25,9 +25,10 @@ from typing import Any, Dict, Optional, Tuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import AppError, BadRequest
+from app.core.errors import AppError, BadRequest, UnprocessableEntity
 from app.ledger import idempotency
 from app.ledger import service as ledger_service
+from app.ledger.currencies import NOT_CENT_BASED
 from app.ledger.metrics import PAYMENTS, WEBHOOK_EVENTS
 from app.ledger.money import minor_to_money, money_to_minor
 from app.payments import repository
@@ -50,6 +51,20 @@ class PaymentProviderError(AppError):
     status_code = 502
     code = "payment_provider_error"
     message = "The payment provider did not answer; nothing was charged to the account, retry"
+
+
+class CurrencyNotPayable(UnprocessableEntity):
+    def __init__(self, currency: str) -> None:
+        super().__init__(
+            detail=[
+                {
+                    "type": "currency_not_payable",
+                    "loc": ["body", "account_id"],
+                    "msg": f"Top-ups in minor units are not supported for {currency} accounts",
+                    "input": None,
+                }
+            ]
+        )
 
 
 class InvalidSignature(BadRequest):
@@ -171,6 +186,8 @@ async def _open_payment(
             if existing is not None:
                 return existing, claim
     account = await ledger_service.get_account(session, account_id=account_id, owner_id=user_id)
+    if account.currency in NOT_CENT_BASED:
+        raise CurrencyNotPayable(account.currency)
     payment = await repository.add_payment(
         session,
         user_id=user_id,

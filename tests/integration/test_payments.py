@@ -243,3 +243,13 @@ async def test_pay_through_the_stripe_adapter_with_only_its_http_api_faked(
     assert response.status_code == status
     assert await balance(client, alice, account["id"]) == credited
     assert http.requests[0]["headers"]["Idempotency-Key"].startswith("keel-payment-")
+
+
+async def test_pay_into_an_account_whose_currency_has_no_cents_is_422(
+    client: Any, make_user: Callable[..., Any]
+) -> None:
+    alice = await make_user()
+    account = await open_account(client, alice, "JPY")
+    response = await pay(client, alice, account["id"], 1_000)
+    assert response.status_code == 422
+    assert await balance(client, alice, account["id"]) == "0.00"
