@@ -22,6 +22,7 @@ import random
 from decimal import Decimal
 from typing import Awaitable, Callable, List, Optional, Tuple, TypeVar
 
+import asyncpg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -82,8 +83,14 @@ class SameAccount(UnprocessableEntity):
         )
 
 
-def is_retryable(error: DBAPIError) -> bool:
-    return getattr(error.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+def _sqlstate(error: Exception) -> Optional[str]:
+    # SQLAlchemy wraps the driver error in .orig; the transfer's hot path
+    # raises asyncpg's own errors, which carry .sqlstate themselves.
+    return getattr(getattr(error, "orig", error), "sqlstate", None)
+
+
+def is_retryable(error: Exception) -> bool:
+    return _sqlstate(error) in RETRYABLE_SQLSTATES
 
 
 async def run_with_retry(session: AsyncSession, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -92,11 +99,11 @@ async def run_with_retry(session: AsyncSession, attempt: Callable[[], Awaitable[
     for number in range(1, MAX_ATTEMPTS + 1):
         try:
             return await attempt()
-        except DBAPIError as error:
+        except (DBAPIError, asyncpg.PostgresError) as error:
             if not is_retryable(error) or number == MAX_ATTEMPTS:
                 raise
             TRANSACTION_RETRIES.inc()
-            logger.warning("transaction retry %d after sqlstate %s", number, error.orig.sqlstate)  # type: ignore[union-attr]
+            logger.warning("transaction retry %d after sqlstate %s", number, _sqlstate(error))
             await session.rollback()
             await asyncio.sleep(random.uniform(0, 0.005 * 2**number))
     raise AssertionError("unreachable")  # pragma: no cover

@@ -165,3 +165,37 @@ async def test_concurrent_random_transfers_keep_every_invariant(
 
     figures = await check_ledger_invariants(engine)
     assert figures["transfers"] == len(created_ids)
+
+
+async def test_transfer_service_works_as_the_first_statement_of_a_fresh_session(
+    committed_client: Any, engine: Any
+) -> None:
+    """No transaction open on the driver yet: the hot path falls back to
+    SQLAlchemy, which begins one, and the transfer still commits atomically."""
+    from app.core.db import db
+    from app.ledger import service
+
+    user = await signed_up_user(committed_client)
+    source = (await open_account(committed_client, user))["id"]
+    target = (await open_account(committed_client, user))["id"]
+    paid = await committed_client.post(
+        "/api/pay", json={"amount": 1_000, "account_id": source}, headers=user["headers"]
+    )
+    assert paid.status_code == 200
+    async with db.sessionmaker() as session:
+        transfer = await service.transfer_funds(
+            session,
+            user_id=user["id"],
+            from_account_id=source,
+            to_account_id=target,
+            amount=Decimal("2.50"),
+        )
+        await session.commit()
+    assert transfer.amount == Decimal("2.50")
+    figures = await check_ledger_invariants(engine)
+    assert figures["transfers"] == 1
+    async with engine.connect() as conn:
+        balances = dict(
+            (await conn.execute(text("SELECT id, balance FROM accounts ORDER BY id"))).all()
+        )
+    assert balances == {source: Decimal("7.50"), target: Decimal("2.50")}

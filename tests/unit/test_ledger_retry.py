@@ -44,6 +44,22 @@ async def test_deadlock_and_serialization_failure_roll_back_and_run_again(sqlsta
     assert len(calls) == 3 and session.rollbacks == 2
 
 
+async def test_driver_level_deadlock_is_retried_too() -> None:
+    import asyncpg
+
+    session = FakeSession()
+    calls: List[int] = []
+
+    async def attempt() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise asyncpg.DeadlockDetectedError("deadlock detected")
+        return "done"
+
+    assert await service.run_with_retry(session, attempt) == "done"  # type: ignore[arg-type]
+    assert session.rollbacks == 1
+
+
 async def test_other_database_errors_are_not_retried() -> None:
     session = FakeSession()
 
