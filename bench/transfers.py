@@ -22,6 +22,7 @@ postgresql+asyncpg://postgres@127.0.0.1:5432/postgres):
    entries, every transfer has a debit and a credit, one transfer per 201,
    no 5xx): exits 1 loudly if any is broken.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """ISO 4217 active alphabetic currency codes (accounts accept only these)."""
+
 from __future__ import annotations
 
 from typing import FrozenSet

@@ -6,6 +6,7 @@ is claimed with INSERT ... ON CONFLICT DO NOTHING inside the transaction that
 does the work, so concurrent duplicates serialise on the unique index and
 exactly one of them has an effect; the others see its committed response.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """Money metrics (default prometheus registry, exposed by /metrics)."""
+
 from __future__ import annotations
 
 from prometheus_client import Counter

@@ -1,4 +1,5 @@
 """Accounts, transfers, the append-only ledger and idempotency records."""
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -1,4 +1,5 @@
 """Money values: `Decimal` with two places, validated at the boundary."""
+
 from __future__ import annotations
 
 from decimal import Decimal

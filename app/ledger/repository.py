@@ -6,6 +6,7 @@ data-modifying CTE that updates both balances and writes the transfer and its
 two entries), sent on the driver connection, so a transfer costs few round
 trips and little CPU.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

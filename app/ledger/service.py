@@ -14,6 +14,7 @@ the whole transaction is rolled back and run again, a bounded number of
 times with jittered backoff. Nothing was committed by the failed attempt, so
 a retry can never apply a transfer twice.
 """
+
 from __future__ import annotations
 
 import asyncio

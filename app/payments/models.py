@@ -1,4 +1,5 @@
 """Top-ups through the payment provider and the provider's webhook events."""
+
 from __future__ import annotations
 
 from datetime import datetime

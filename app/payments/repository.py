@@ -1,4 +1,5 @@
 """All SQL of the payments domain."""
+
 from __future__ import annotations
 
 from decimal import Decimal

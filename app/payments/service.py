@@ -17,6 +17,7 @@ The webhook applies `payment_intent.succeeded` through the same step 3, so the
 credit happens once whichever of API response and webhook(s) comes first,
 however often each arrives.
 """
+
 from __future__ import annotations
 
 import logging
@@ -305,7 +306,10 @@ async def _apply_intent_succeeded(session: AsyncSession, event: Dict[str, Any]) 
     if received != money_to_minor(payment.amount) or currency != payment.currency:
         logger.error(
             "webhook: intent %s amount/currency %s %s differ from payment %s; not credited",
-            intent_id, received, currency, payment.id,
+            intent_id,
+            received,
+            currency,
+            payment.id,
         )
         return None
     await apply_succeeded_payment(session, payment_id=payment.id, provider_payment_id=intent_id)

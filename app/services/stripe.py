@@ -15,6 +15,7 @@ without the network:
 Tests of the real path swap the SDK's HTTP client (`set_client`), never this
 module's logic.
 """
+
 from __future__ import annotations
 
 import hashlib

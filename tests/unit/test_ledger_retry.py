@@ -1,4 +1,5 @@
 """The bounded retry around money transactions (no I/O: a fake session)."""
+
 from __future__ import annotations
 
 from decimal import Decimal
