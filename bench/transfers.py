@@ -9,7 +9,9 @@ postgresql+asyncpg://postgres@127.0.0.1:5432/postgres):
    enters as succeeded payments with their ledger credits, as in the app) and
    a mirror table set for pgbench;
 2. starts the real server (uvicorn, one worker, production settings; pool
-   20+10 connections so 32 clients do not churn overflow connections);
+   20+10 connections so 32 clients do not churn overflow connections;
+   DB_POOL_SIZE / DB_MAX_OVERFLOW / DB_POOL_PRE_PING in the environment
+   override);
 3. for "1,000 accounts" and "10 hot accounts": pgbench with a two-row-lock
    transfer script (lock both rows in id order, update both balances, insert
    the transfer and two entries) at 32 clients, then POST /api/transfers at 32
@@ -266,8 +268,8 @@ def start_server(database_url: str, secret_key: str) -> Tuple[subprocess.Popen, 
         "SECRET_KEY": secret_key,
         "PAYMENT_PROVIDER": "fake",
         "LOG_LEVEL": "WARNING",
-        "DB_POOL_SIZE": "20",
-        "DB_MAX_OVERFLOW": "10",
+        "DB_POOL_SIZE": os.environ.get("DB_POOL_SIZE", "20"),
+        "DB_MAX_OVERFLOW": os.environ.get("DB_MAX_OVERFLOW", "10"),
     }
     log = tempfile.NamedTemporaryFile(prefix="keel-bench-transfers-", suffix=".log", delete=False)
     command = [
