@@ -8,6 +8,7 @@ import getpass
 import os
 import sys
 import tempfile
+from pathlib import Path
 from typing import List, Optional
 
 from app.core.config import get_settings
@@ -59,6 +60,22 @@ def cmd_create_superuser(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_model(args: argparse.Namespace) -> int:
+    """Train, evaluate, export to ONNX, parity-check and register a model."""
+    from app.ml.errors import ArtifactError
+    from app.ml.training import train_model
+
+    model_dir = args.model_dir or get_settings().resolved_model_dir
+    try:
+        manifest = train_model(model_dir, kind=args.kind, seed=args.seed, activate=args.activate)
+    except ArtifactError as exc:
+        print(f"train-model: not registered: {exc}", file=sys.stderr)
+        return 1
+    metrics = ", ".join(f"{k}={v}" for k, v in manifest["metrics"].items())
+    print(f"registered {manifest['version']} ({manifest['name']}) in {model_dir}: {metrics}")
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from app.dev.launcher import run_dev
 
@@ -85,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="Admin")
     p.add_argument("--password", help="default: $KEEL_SUPERUSER_PASSWORD or a prompt")
     p.set_defaults(func=cmd_create_superuser)
+
+    p = sub.add_parser("train-model", help="train and register a model version (ONNX)")
+    p.add_argument("--kind", choices=["logreg", "forest"], default="logreg")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--activate",
+        action="store_true",
+        help="serve this version (the first version registered is always activated)",
+    )
+    p.add_argument("--model-dir", type=Path, help="default: MODEL_DIR or .keel/models")
+    p.set_defaults(func=cmd_train_model)
 
     p = sub.add_parser("dev", help="the whole system on embedded defaults (make run)")
     p.add_argument("--port", type=int, default=8000)

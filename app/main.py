@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Optional
@@ -17,6 +18,8 @@ from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.core.redis import close_redis
 from app.ledger.router import router as ledger_router
+from app.ml.router import router as ml_router
+from app.ml.serving import start_model_serving, stop_model_serving
 from app.ops.metrics import MetricsMiddleware
 from app.ops.router import router as ops_router
 from app.payments.router import router as payments_router
@@ -30,7 +33,10 @@ logger = logging.getLogger(__name__)
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     settings.check_production_safety()
+    await start_model_serving(settings)
+    gc.freeze()  # startup objects out of the collector's way: fewer tail-latency pauses
     yield
+    await stop_model_serving()
     await close_redis()
     await db.dispose()
 
@@ -52,6 +58,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         auth_router,
         users_router,
         posts_router,
+        ml_router,
         ledger_router,
         payments_router,
     ):

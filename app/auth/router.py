@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response, status
-from fastapi.security import OAuth2PasswordRequestForm
 from typing_extensions import Annotated
 
 from app.auth import service
 from app.auth.dependencies import CurrentUser
-from app.auth.schemas import RefreshRequest, TokenPair
+from app.auth.schemas import PasswordLoginForm, RefreshRequest, TokenPair
 from app.core.db import DbSession
 from app.core.routing import KeelRoute
 from app.core.schemas import error_responses
@@ -23,7 +22,7 @@ router = APIRouter(tags=["auth"], route_class=KeelRoute)
 async def login(
     request: Request,
     session: DbSession,
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[PasswordLoginForm, Depends()],
 ) -> TokenPair:
     client_host = request.client.host if request.client else None
     return await service.login(

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
 
     data_dir: Path = REPO_ROOT / ".keel"
     model_dir: Optional[Path] = None
+    # Model serving (app/ml): rows per inference call, queued rows before 503,
+    # seconds between checks of the shared active-model pointer.
+    ml_max_batch_rows: int = Field(64, ge=1, le=4096)
+    ml_max_queue_rows: int = Field(4096, ge=1)
+    ml_watch_interval: float = Field(1.0, ge=0)
+    ml_intra_op_threads: int = Field(1, ge=1, le=64)
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1)
     max_body_bytes: int = Field(1024 * 1024, ge=1)
     upload_read_timeout: float = Field(30.0, gt=0)

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
@@ -187,6 +187,12 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+class InvalidData(AppError):
+    status_code = 422
+    code = "invalid_data"
+    message = "The input contains a value the database cannot store"
+
+
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     # Connection-level failures mean the database is down or unreachable: a
     # fast, retryable 503 rather than a 500.
@@ -196,6 +202,12 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
         logger.warning("database unavailable: %s", type(exc).__name__)
         err = DatabaseUnavailable()
         return JSONResponse(error_body(err.detail, err.code), 503, headers=err.headers)
+    if isinstance(exc, DataError):
+        # SQLSTATE class 22 (bad encoding, out-of-range value): input the
+        # validators let through. A 422, logged so the validator gets fixed.
+        logger.warning("database rejected input on %s: %s", request.url.path, exc.orig)
+        invalid = InvalidData()
+        return JSONResponse(error_body(invalid.detail, invalid.code), 422)
     return await _unhandled_error(request, exc)
 
 

@@ -59,6 +59,18 @@ def dev_processes(port: int) -> List[Tuple[str, List[str]]]:
     ]
 
 
+def ensure_model(env: Dict[str, str]) -> None:
+    """Train a first model when none is registered, so predictions work at once."""
+    from app.ml.registry import Registry
+
+    model_dir = get_settings().resolved_model_dir
+    if Registry(model_dir).versions():
+        print(f"  models:   {model_dir}")
+        return
+    print(f"  models:   none in {model_dir}; training one")
+    subprocess.run([sys.executable, "-m", "app", "train-model"], env=env, check=True)
+
+
 def wait_for_http(url: str, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -79,6 +91,7 @@ def run_dev(port: int = 8000) -> int:
     try:
         env = prepare_environment()
         subprocess.run([sys.executable, "-m", "app", "migrate"], env=env, check=True)
+        ensure_model(env)
         for name, argv in dev_processes(port):
             children.append((name, subprocess.Popen(argv, env=env)))
         if not wait_for_http(f"http://127.0.0.1:{port}/health"):

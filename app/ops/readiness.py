@@ -29,8 +29,18 @@ async def check_broker() -> None:
     await get_redis().ping()
 
 
-# Domains with their own readiness condition add an entry here at import.
-CHECKS: Dict[str, Check] = {"database": check_database, "broker": check_broker}
+async def check_model() -> None:
+    from app.ml.serving import model_server
+
+    if not model_server.is_ready:
+        raise RuntimeError("no model loaded")
+
+
+CHECKS: Dict[str, Check] = {
+    "database": check_database,
+    "broker": check_broker,
+    "model": check_model,
+}
 
 
 async def _run(name: str, check: Check) -> str:

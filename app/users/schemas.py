@@ -17,9 +17,15 @@ def check_password_strength(value: str) -> str:
 
 
 class UserCreate(BaseModel):
+    model_config = ConfigDict(regex_engine="python-re")
+
     email: EmailStr = Field(max_length=320)
-    password: str = Field(max_length=1000)
-    name: str = Field(min_length=1, max_length=100)
+    password: str = Field(
+        min_length=8,
+        max_length=MAX_PASSWORD_BYTES,
+        description="8 to 72 characters, and at most 72 bytes in UTF-8 (bcrypt's limit)",
+    )
+    name: str = Field(min_length=1, max_length=100, pattern=r"\S")
 
     @field_validator("password")
     @classmethod

@@ -1,0 +1,1 @@
+"""Model serving: training, a versioned artifact registry, micro-batched inference, hot swap."""

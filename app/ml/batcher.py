@@ -1,0 +1,225 @@
+"""Micro-batching: concurrent prediction requests share one inference call.
+
+Requests are queued from the event loop; one dedicated inference thread takes
+everything waiting (whole requests, up to `max_batch_rows` rows), runs the
+model once and hands each request its slice of the result. There is no timer:
+a request arriving at an idle batcher starts at once, and batches grow only
+while an inference call is running, so one client sees no added wait and many
+clients get larger batches. onnxruntime releases the GIL, so the event loop
+keeps parsing requests while the thread computes.
+
+The queue is bounded (`max_queue_rows`): beyond it `submit` raises
+`Overloaded` (503 + Retry-After) instead of letting latency grow without
+limit. A failure is confined to the request that caused it: a failed batch is
+retried row-group by row-group so every other request still gets its answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+import numpy as np
+from typing_extensions import Protocol
+
+from app.ml import metrics
+from app.ml.errors import ModelUnavailable, Overloaded, WrongFeatureCount
+
+logger = logging.getLogger(__name__)
+
+
+class ServingModel(Protocol):
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def n_features(self) -> int: ...
+
+    def predict_proba(self, rows: np.ndarray) -> np.ndarray: ...
+
+    def labels(self, positive: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One request's answer: a label and a class-1 probability per row, and the
+    version of the model that produced them."""
+
+    labels: List[int]
+    probabilities: List[float]
+    model_version: str
+
+
+@dataclass
+class _Item:
+    rows: np.ndarray
+    future: asyncio.Future[Prediction]
+    loop: asyncio.AbstractEventLoop
+    enqueued: float
+
+
+Outcome = Any  # Prediction or an exception instance
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        model_source: Callable[[], Optional[ServingModel]],
+        *,
+        max_batch_rows: int = 64,
+        max_queue_rows: int = 4096,
+        name: str = "keel-inference",
+    ) -> None:
+        self._model_source = model_source
+        self.max_batch_rows = max_batch_rows
+        self.max_queue_rows = max_queue_rows
+        self._name = name
+        self._pending: Deque[_Item] = deque()
+        self._queued_rows = 0
+        self._cond = threading.Condition(threading.Lock())
+        self._stopping = False
+        self._thread: Optional[threading.Thread] = None
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish what is queued, then end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._thread = None
+
+    @property
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    # ---------------------------------------------------------------- event-loop side
+    async def submit(self, rows: np.ndarray) -> Prediction:
+        """Queue a float32 (n, n_features) array and wait for its predictions.
+
+        Raises Overloaded when the queue is full, ModelUnavailable when no
+        model is loaded (or the batcher is stopped), WrongFeatureCount when the
+        model changed shape between validation and inference.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Prediction] = loop.create_future()
+        n = len(rows)
+        with self._cond:
+            if self._stopping or self._thread is None:
+                raise ModelUnavailable()
+            if self._queued_rows and self._queued_rows + n > self.max_queue_rows:
+                metrics.SHED.inc()
+                raise Overloaded(retry_after=1)
+            self._pending.append(_Item(rows, future, loop, time.perf_counter()))
+            self._queued_rows += n
+            self._cond.notify()
+        return await future
+
+    # ---------------------------------------------------------------- inference thread
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                batch = [self._pending.popleft()]
+                rows = len(batch[0].rows)
+                while self._pending and rows + len(self._pending[0].rows) <= self.max_batch_rows:
+                    item = self._pending.popleft()
+                    batch.append(item)
+                    rows += len(item.rows)
+                self._queued_rows -= rows
+            metrics.QUEUE_ROWS.set(self._queued_rows)
+            self._deliver(batch, self._process(batch, rows))
+
+    def _process(self, batch: List[_Item], rows: int) -> List[Outcome]:
+        started = time.perf_counter()
+        for item in batch:
+            metrics.QUEUE_WAIT.observe(started - item.enqueued)
+        model = self._model_source()
+        if model is None:
+            return [ModelUnavailable() for _ in batch]
+        outcomes: List[Outcome] = [None] * len(batch)
+        fitting: List[int] = []
+        for index, item in enumerate(batch):
+            if item.rows.ndim == 2 and item.rows.shape[1] == model.n_features:
+                fitting.append(index)
+            else:
+                outcomes[index] = WrongFeatureCount(
+                    detail=f"expected {model.n_features} features per row"
+                )
+        if not fitting:
+            return outcomes
+        metrics.BATCH_ROWS.observe(rows)
+        metrics.BATCH_REQUESTS.observe(len(fitting))
+        try:
+            results = self._infer(model, [batch[i].rows for i in fitting])
+        except Exception:  # noqa: BLE001 - isolate: retry each request alone below
+            logger.warning("batched inference failed; retrying requests one by one", exc_info=True)
+            results = [self._infer_alone(model, batch[i].rows) for i in fitting]
+        for index, result in zip(fitting, results):
+            outcomes[index] = result
+        metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
+        return outcomes
+
+    @staticmethod
+    def _infer(model: ServingModel, parts: List[np.ndarray]) -> List[Prediction]:
+        stacked = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        positive = model.predict_proba(stacked)
+        labels = model.labels(positive).tolist()
+        probabilities = positive.tolist()
+        version = model.version
+        answers = []
+        start = 0
+        for part in parts:
+            end = start + len(part)
+            answers.append(Prediction(labels[start:end], probabilities[start:end], version))
+            start = end
+        return answers
+
+    def _infer_alone(self, model: ServingModel, rows: np.ndarray) -> Outcome:
+        try:
+            return self._infer(model, [rows])[0]
+        except Exception as exc:  # noqa: BLE001 - the failure belongs to this request only
+            logger.exception("inference failed for one request")
+            metrics.ERRORS.inc()
+            return exc
+
+    @staticmethod
+    def _deliver(batch: List[_Item], outcomes: List[Outcome]) -> None:
+        by_loop: Dict[asyncio.AbstractEventLoop, List[Tuple[asyncio.Future, Outcome]]] = {}
+        for item, outcome in zip(batch, outcomes):
+            by_loop.setdefault(item.loop, []).append((item.future, outcome))
+        for loop, pairs in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, pairs)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                continue
+
+
+def _resolve(pairs: List[Tuple[asyncio.Future, Outcome]]) -> None:
+    for future, outcome in pairs:
+        if future.done():  # the caller went away (cancelled)
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

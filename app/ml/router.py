@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Path
+from typing_extensions import Annotated
+
+from app.auth.dependencies import CurrentSuperuser, CurrentUser
+from app.core.pagination import Page, PageParams, page_params
+from app.core.routing import KeelRoute
+from app.core.schemas import error_responses
+from app.ml import service
+from app.ml.schemas import (
+    ActiveModelOut,
+    BatchPredictionOut,
+    BatchPredictRequest,
+    ModelOut,
+    PredictionOut,
+    PredictRequest,
+    RowPrediction,
+)
+from app.ml.serving import model_server
+
+router = APIRouter(prefix="/api", tags=["models"], route_class=KeelRoute)
+
+VersionPath = Annotated[str, Path(examples=["v1"])]
+
+
+@router.post("/predict", response_model=PredictionOut, responses=error_responses(401, 422, 503))
+async def predict(body: PredictRequest, user: CurrentUser) -> PredictionOut:
+    label, probability, version = await service.predict_one(model_server, body.features)
+    return PredictionOut(prediction=label, probability=probability, model_version=version)
+
+
+@router.post(
+    "/predict/batch",
+    response_model=BatchPredictionOut,
+    responses=error_responses(401, 422, 503),
+)
+async def predict_batch(body: BatchPredictRequest, user: CurrentUser) -> BatchPredictionOut:
+    result = await service.predict_many(model_server, body.instances)
+    return BatchPredictionOut(
+        predictions=[
+            RowPrediction(prediction=label, probability=probability)
+            for label, probability in zip(result.labels, result.probabilities)
+        ],
+        model_version=result.model_version,
+    )
+
+
+@router.get("/models", response_model=Page[ModelOut], responses=error_responses(401, 422))
+async def list_models(
+    user: CurrentUser, page: Annotated[PageParams, Depends(page_params)]
+) -> Page[ModelOut]:
+    models = await service.list_models(model_server)
+    window = models[page.offset : page.offset + page.limit]
+    return Page[ModelOut](
+        items=[ModelOut.model_validate(m) for m in window],
+        total=len(models),
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get("/models/active", response_model=ActiveModelOut, responses=error_responses(401, 503))
+async def read_active_model(user: CurrentUser) -> ActiveModelOut:
+    return ActiveModelOut.model_validate(service.active_model(model_server))
+
+
+@router.post(
+    "/models/{version}/activate",
+    response_model=ActiveModelOut,
+    responses=error_responses(401, 403, 404, 409, 503),
+    summary="Serve another version (superuser); no request fails during the swap",
+)
+async def activate_model(version: VersionPath, user: CurrentSuperuser) -> ActiveModelOut:
+    manifest = await service.activate_model(model_server, version)
+    return ActiveModelOut.model_validate(manifest)

@@ -1,0 +1,436 @@
+"""Benchmark: POST /api/predict (ONNX + micro-batcher) against the naive pattern.
+
+    .venv/bin/python bench/predict.py [--duration 5] [--gunicorn]
+
+For a logistic regression and a 100-tree random forest it measures, with wrk
+(one thread, keep-alive) at 1, 16 and 64 concurrent connections:
+  * keel as shipped: bearer token, one DB lookup of the user per request;
+  * keel with the auth dependency replaced (the serving path alone);
+  * naive: the seed pattern — scikit-learn `model.predict` + `model.predict_proba`
+    on one row inside `async def` (built here, not part of the app).
+Each server is one uvicorn process (access log off) on 127.0.0.1; the second
+core runs wrk and PostgreSQL. `--gunicorn` adds `keel serve`-style runs with two
+gunicorn workers. It also reports time-to-first-prediction after spawn and the
+RSS of a serving process. Needs `wrk` (apt-get install wrk). Uses DATABASE_URL /
+REDIS_URL when set, otherwise the embedded servers; creates and drops its own
+database.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CONCURRENCY = (1, 16, 64)
+KINDS = ("logreg", "forest")
+
+LUA = """
+wrk.method = "POST"
+wrk.body = [[%(body)s]]
+wrk.headers["Content-Type"] = "application/json"
+%(auth)s
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"p50_us\\": %%d, \\"p99_us\\": %%d, " ..
+    "\\"max_us\\": %%d, \\"non_2xx\\": %%d, \\"socket_errors\\": %%d}\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    latency.max, e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+# --------------------------------------------------------------------- servers
+def serve_naive(kind: str, port: int) -> None:
+    """The seed pattern: scikit-learn in the event loop, two calls per row."""
+    import numpy as np
+    import uvicorn
+    from fastapi import FastAPI
+    from pydantic import BaseModel
+
+    from app.ml.training import build_estimator, load_data
+
+    x_train, _, y_train, _, _ = load_data(42)
+    model = build_estimator(kind, 42)
+    model.fit(x_train, y_train)
+    app = FastAPI()
+
+    class Body(BaseModel):
+        features: List[float]
+
+    async def predict(body: Body) -> Dict[str, Any]:
+        row = np.array(body.features).reshape(1, -1)
+        label = model.predict(row)[0]
+        probability = model.predict_proba(row)[0][1]
+        return {"prediction": int(label), "probability": float(probability),
+                "model_version": "naive"}
+
+    predict.__annotations__ = {"body": Body, "return": Dict[str, Any]}  # local class: no strings
+    app.post("/api/predict")(predict)
+
+    uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
+
+
+def serve_keel_without_auth(port: int) -> None:
+    """keel's app with the user lookup replaced: what the serving path costs alone."""
+    import uvicorn
+
+    from app.auth.dependencies import get_current_user
+    from app.main import create_app
+    from app.users.models import User
+
+    app = create_app()
+    app.dependency_overrides[get_current_user] = lambda: User(id=1, email="b@x", name="b")
+    uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
+
+
+def serve_keel_light_auth(port: int) -> None:
+    """keel's app with the same token checks (signature, expiry, type; user
+    exists, is active, token not revoked by tokens_valid_after) done as ONE
+    statement on an autocommit connection without pre-ping: 1 round trip
+    instead of ping + BEGIN + SELECT + COMMIT, and no ORM session."""
+    from typing import Optional as Opt
+
+    import jwt
+    import uvicorn
+    from fastapi import Depends
+    from fastapi.security import OAuth2PasswordBearer
+    from sqlalchemy import bindparam, select
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from typing_extensions import Annotated
+
+    from app.auth.dependencies import get_current_user
+    from app.core.config import get_settings
+    from app.core.errors import InvalidToken, NotAuthenticated
+    from app.core.security import ACCESS, decode_token
+    from app.main import create_app
+    from app.users.models import User
+
+    settings = get_settings()
+    engine = create_async_engine(
+        settings.database_url, pool_size=10, pool_pre_ping=False, isolation_level="AUTOCOMMIT"
+    )
+    table = User.__table__
+    query = select(table.c.is_active, table.c.tokens_valid_after).where(
+        table.c.id == bindparam("uid")
+    )
+    scheme = OAuth2PasswordBearer(tokenUrl="/token", auto_error=False)
+
+    async def light_user(token: Annotated[Opt[str], Depends(scheme)]) -> User:
+        if not token:
+            raise NotAuthenticated()
+        try:
+            claims = decode_token(token, ACCESS)
+            user_id = int(claims["sub"])
+        except (jwt.InvalidTokenError, ValueError, TypeError):
+            raise InvalidToken() from None
+        async with engine.connect() as conn:
+            row = (await conn.execute(query, {"uid": user_id})).first()
+        if row is None or not row.is_active:
+            raise InvalidToken()
+        if row.tokens_valid_after is not None and claims["iat"] < int(
+            row.tokens_valid_after.timestamp()
+        ):
+            raise InvalidToken()
+        return User(id=user_id, is_active=True)
+
+    # Local names: give FastAPI real annotations, not strings it cannot resolve.
+    light_user.__annotations__ = {
+        "token": Annotated[Opt[str], Depends(scheme)], "return": User
+    }
+    app = create_app()
+    app.dependency_overrides[get_current_user] = light_user
+    uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
+
+
+# --------------------------------------------------------------------- harness
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def post(url: str, body: bytes, headers: Dict[str, str], timeout: float = 2.0) -> int:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def children_of(pid: int) -> List[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+class Server:
+    def __init__(self, argv: List[str], env: Dict[str, str], port: int, headers: Dict[str, str],
+                 body: bytes) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/api/predict"
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, start_new_session=True)
+        deadline = started + 60
+        while time.perf_counter() < deadline:
+            if post(self.url, body, headers, timeout=0.5) == 200:
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {argv}")
+            time.sleep(0.005)
+        else:
+            status = post(self.url, body, headers, timeout=2)
+            self.stop()
+            raise RuntimeError(f"server did not answer 200 (last: {status}): {argv}")
+        self.ready_seconds = time.perf_counter() - started
+
+    def worker_pids(self) -> List[int]:
+        return children_of(self.proc.pid) or [self.proc.pid]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def run_wrk(url: str, script: Path, connections: int, duration: int) -> Dict[str, float]:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s",
+            "-s", str(script), url]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    line = next(text for text in out.splitlines() if text.startswith("RESULT "))
+    result = json.loads(line[len("RESULT "):])
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def write_script(folder: Path, name: str, body: str, token: Optional[str]) -> Path:
+    auth = f'wrk.headers["Authorization"] = "Bearer {token}"' if token else ""
+    path = folder / f"{name}.lua"
+    path.write_text(LUA % {"body": body, "auth": auth})
+    return path
+
+
+def warm(url: str, script: Path) -> None:
+    run_wrk(url, script, 16, 1)
+
+
+def prepare_database(data_dir: Path) -> Dict[str, str]:
+    """A fresh database (dropped at the end) and the Redis URL for the servers."""
+    from sqlalchemy.engine import make_url
+
+    from app.core.migrations import upgrade
+    from app.dev import embedded
+
+    server_url = os.environ.get("DATABASE_URL") or embedded.embedded_database_url(data_dir)
+    redis_url = os.environ.get("REDIS_URL") or embedded.embedded_redis_url(data_dir)
+    name = f"keel_bench_{uuid.uuid4().hex[:8]}"
+    admin(server_url, f'CREATE DATABASE "{name}"')
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    return {"server_url": server_url, "database_url": url, "redis_url": redis_url, "name": name}
+
+
+def admin(server_url: str, statement: str) -> None:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url).set(drivername="postgresql")
+
+    async def run() -> None:
+        conn = await asyncpg.connect(user=url.username or "postgres", password=url.password,
+                                     host=url.host or url.query.get("host"), port=url.port,
+                                     database=url.database or "postgres")
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def bench_token(base: str) -> str:
+    email, password = f"bench-{uuid.uuid4().hex[:8]}@example.com", "bench-password-1"
+    body = json.dumps({"email": email, "password": password, "name": "Bench"}).encode()
+    assert post(f"{base}/api/users", body, {"Content-Type": "application/json"}, 10) == 201
+    form = urllib.parse.urlencode({"username": email, "password": password}).encode()
+    request = urllib.request.Request(f"{base}/token", data=form, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return json.loads(response.read())["access_token"]
+
+
+def fmt(r: Dict[str, float]) -> str:
+    bad = f"  non-2xx={r['non_2xx']}" if r["non_2xx"] or r["socket_errors"] else ""
+    return (f"{r['rps']:9.0f} req/s  p50 {r['p50_us'] / 1000:7.3f} ms  "
+            f"p99 {r['p99_us'] / 1000:8.3f} ms{bad}")
+
+
+def main() -> int:
+    import urllib.parse  # noqa: F401 - used by bench_token
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--gunicorn", action="store_true")
+    parser.add_argument("--serve", choices=["naive", "keel-noauth", "keel-lightauth"],
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--kind", default="logreg", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve == "naive":
+        serve_naive(args.kind, args.port)
+        return 0
+    if args.serve == "keel-noauth":
+        serve_keel_without_auth(args.port)
+        return 0
+    if args.serve == "keel-lightauth":
+        serve_keel_light_auth(args.port)
+        return 0
+    if shutil.which("wrk") is None:
+        print("bench/predict.py needs wrk: apt-get install -y wrk", file=sys.stderr)
+        return 2
+
+    from app.ml.registry import Registry
+    from app.ml.runtime import load_model
+    from app.ml.training import train_model
+
+    work = Path(tempfile.mkdtemp(prefix="keel-bench-predict-"))
+    data_dir = Path(os.environ.get("DATA_DIR", ROOT / ".keel"))
+    model_dir = work / "models"
+    print("training models ...", flush=True)
+    versions = {kind: train_model(model_dir, kind=kind)["version"] for kind in KINDS}
+    registry = Registry(model_dir)
+    for kind, version in versions.items():
+        started = time.perf_counter()
+        load_model(registry.read_artifact(version))
+        print(f"  {kind}: {version}; verify+load+warm-up+parity "
+              f"{(time.perf_counter() - started) * 1000:.1f} ms")
+    row = json.loads((model_dir / "v1" / "parity.json").read_text())["inputs"][0]
+    body = json.dumps({"features": row})
+    headers_json = {"Content-Type": "application/json"}
+
+    db = prepare_database(data_dir)
+    env = {**os.environ, "DATABASE_URL": db["database_url"], "REDIS_URL": db["redis_url"],
+           "MODEL_DIR": str(model_dir), "ACCESS_TOKEN_MINUTES": "120", "LOG_LEVEL": "WARNING",
+           "ENVIRONMENT": "development"}
+    python = sys.executable
+    uvicorn_argv = [python, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
+                    "--no-access-log", "--log-level", "warning"]
+    results: Dict[str, Dict[str, Any]] = {}
+    report: Dict[str, Any] = {}
+    servers: List[Server] = []
+    try:
+        # A token: sign up and log in through a keel server.
+        port = free_port()
+        registry.set_active(versions["logreg"])
+        boot = subprocess.Popen([*uvicorn_argv, "--port", str(port)], env=env, cwd=ROOT,
+                                start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            if post(f"{base}/api/users", b"{}", headers_json, 0.5) == 422:
+                break
+            time.sleep(0.05)
+        token = bench_token(base)
+        os.killpg(boot.pid, signal.SIGTERM)
+        boot.wait(15)
+        auth_headers = {**headers_json, "Authorization": f"Bearer {token}"}
+        script_auth = write_script(work, "auth", body, token)
+        script_open = write_script(work, "open", body, None)
+
+        for kind in KINDS:
+            registry.set_active(versions[kind])
+            variants = [
+                ("keel", [*uvicorn_argv], script_auth, auth_headers),
+                ("keel-lightauth", [python, str(Path(__file__).resolve()), "--serve",
+                                    "keel-lightauth"], script_auth, auth_headers),
+                ("keel-noauth", [python, str(Path(__file__).resolve()), "--serve", "keel-noauth"],
+                 script_open, headers_json),
+                ("naive", [python, str(Path(__file__).resolve()), "--serve", "naive",
+                           "--kind", kind], script_open, headers_json),
+            ]
+            if args.gunicorn:
+                variants.append(("keel-gunicorn-2w", [
+                    python, "-m", "gunicorn", "app.main:app", "-k", "uvicorn.workers.UvicornWorker",
+                    "-w", "2", "--log-level", "warning"], script_auth, auth_headers))
+            for name, argv, script, hdrs in variants:
+                port = free_port()
+                if "gunicorn" in name:
+                    argv = [*argv, "--bind", f"127.0.0.1:{port}"]
+                else:
+                    argv = [*argv, "--port", str(port)]
+                server = Server(argv, env, port, hdrs, body.encode())
+                servers.append(server)
+                try:
+                    warm(server.url, script)
+                    for c in CONCURRENCY:
+                        r = run_wrk(server.url, script, c, args.duration)
+                        results[f"{kind}/{name}/c{c}"] = r
+                        print(f"{kind:7s} {name:17s} c={c:<3d} {fmt(r)}", flush=True)
+                    rss = [rss_mb(pid) for pid in server.worker_pids()]
+                    report[f"{kind}/{name}"] = {"ready_s": server.ready_seconds, "rss_mb": rss}
+                    sizes = ", ".join(f"{m:.0f}" for m in rss)
+                    print(f"{kind:7s} {name:17s} first 200 after spawn "
+                          f"{server.ready_seconds:.2f} s; RSS per process {sizes} MB", flush=True)
+                finally:
+                    server.stop()
+                    servers.remove(server)
+    finally:
+        for server in servers:
+            server.stop()
+        admin(db["server_url"], f'DROP DATABASE IF EXISTS "{db["name"]}" WITH (FORCE)')
+        shutil.rmtree(work, ignore_errors=True)
+
+    print("\nratios at c=64 (req/s against naive, same run):")
+    for kind in KINDS:
+        naive = results[f"{kind}/naive/c64"]["rps"]
+        for name in ("keel", "keel-lightauth", "keel-noauth", "keel-gunicorn-2w"):
+            key = f"{kind}/{name}/c64"
+            if key in results:
+                print(f"  {kind:7s} {name:17s} {results[key]['rps'] / naive:7.1f}x  "
+                      f"({results[key]['rps']:.0f} vs {naive:.0f} req/s)")
+    goals = {"rf_100x": results["forest/keel/c64"]["rps"] / results["forest/naive/c64"]["rps"],
+             "lr_10x": results["logreg/keel/c64"]["rps"] / results["logreg/naive/c64"]["rps"]}
+    print("\ngoals (keel as shipped, with auth):")
+    print(f"  RF >= 100x naive at c=64: {goals['rf_100x']:.1f}x")
+    print(f"  LR >= 10x naive at c=64:  {goals['lr_10x']:.1f}x")
+    for kind in KINDS:
+        for name in ("keel", "keel-lightauth", "keel-noauth"):
+            c1, c64 = results[f"{kind}/{name}/c1"], results[f"{kind}/{name}/c64"]
+            print(f"  {kind:7s} {name:12s} c=1 p50 {c1['p50_us'] / 1000:.3f} ms (<=0.3), "
+                  f"p99 {c1['p99_us'] / 1000:.3f} ms (<=1); c=64 p99 {c64['p99_us'] / 1000:.2f} ms "
+                  f"(<=10)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

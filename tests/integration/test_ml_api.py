@@ -1,0 +1,415 @@
+"""Model-serving endpoints end to end through the ASGI app, with real ONNX
+models trained into a temporary MODEL_DIR."""
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import threading
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from app.ml.registry import Registry
+from app.ml.serving import ModelServer, model_server
+from app.ml.training import train_model
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """v1 logistic regression (active), v2 small forest, v3 a tampered copy of v1."""
+    root = tmp_path_factory.mktemp("models")
+    train_model(root, kind="logreg")
+    train_model(root, kind="forest", n_estimators=10)
+    shutil.copytree(root / "v1", root / "v3")
+    manifest = json.loads((root / "v3" / "manifest.json").read_text())
+    (root / "v3" / "manifest.json").write_text(json.dumps({**manifest, "version": "v3"}))
+    with open(root / "v3" / "model.onnx", "ab") as handle:
+        handle.write(b"\x00")
+    return root
+
+
+@pytest.fixture
+async def model_dir(trained_dir: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "models"
+    shutil.copytree(trained_dir, root)
+    Registry(root).set_active("v1")
+    return root
+
+
+@pytest.fixture
+async def serving(model_dir: Path):
+    await model_server.start(model_dir, watch_interval=0)
+    yield model_server
+    await model_server.stop()
+
+
+@pytest.fixture
+def parity(trained_dir: Path) -> Dict[str, Any]:
+    return json.loads((trained_dir / "v1" / "parity.json").read_text())
+
+
+async def test_predict_returns_label_probability_and_version(client, make_user, serving, parity):
+    user = await make_user()
+    for features, expected in list(zip(parity["inputs"], parity["probabilities"]))[:5]:
+        response = await client.post(
+            "/api/predict", json={"features": features}, headers=user["headers"]
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert set(body) == {"prediction", "probability", "model_version"}
+        assert body["model_version"] == "v1"
+        assert body["probability"] == pytest.approx(expected, abs=1e-4)
+        assert body["prediction"] == int(body["probability"] > 0.5)
+
+
+async def test_predict_requires_a_bearer_token(client, serving):
+    response = await client.post("/api/predict", json={"features": [0.0] * 30})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("count", [0, 29, 31])
+async def test_predict_rejects_wrong_feature_count_naming_the_expected(
+    client, make_user, serving, count
+):
+    user = await make_user()
+    response = await client.post(
+        "/api/predict", json={"features": [1.0] * count}, headers=user["headers"]
+    )
+    assert response.status_code == 422
+    assert response.json()["code"] == "wrong_feature_count"
+    assert "30" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"features": [NaN' + ", 1.0" * 29 + "]}",
+        '{"features": [Infinity' + ", 1.0" * 29 + "]}",
+        '{"features": [-Infinity' + ", 1.0" * 29 + "]}",
+        '{"features": [1e39' + ", 1.0" * 29 + "]}",
+        '{"features": ["1.0"' + ", 1.0" * 29 + "]}",
+        '{"features": [true' + ", 1.0" * 29 + "]}",
+        '{"features": [null' + ", 1.0" * 29 + "]}",
+        '{"features": [[1.0]' + ", 1.0" * 29 + "]}",
+        '{"features": "1.0"}',
+        '{"features": {"a": NaN}}',
+        '{"features": [1.0], "extra": [Infinity]}',
+        "{}",
+        "[1.0, 2.0]",
+        "not json",
+    ],
+)
+async def test_predict_rejects_non_finite_and_non_numeric_input(client, make_user, serving, raw):
+    user = await make_user()
+    response = await client.post(
+        "/api/predict",
+        content=raw,
+        headers={**user["headers"], "content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_error"
+
+
+async def test_predict_accepts_integers_as_numbers(client, make_user, serving):
+    user = await make_user()
+    response = await client.post(
+        "/api/predict", json={"features": [1] * 30}, headers=user["headers"]
+    )
+    assert response.status_code == 200
+
+
+async def test_batch_predicts_every_row_in_order(client, make_user, serving, parity):
+    user = await make_user()
+    rows = parity["inputs"][:40]
+    response = await client.post(
+        "/api/predict/batch", json={"instances": rows}, headers=user["headers"]
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == "v1"
+    got = [p["probability"] for p in body["predictions"]]
+    assert got == pytest.approx(parity["probabilities"][:40], abs=1e-4)
+    assert [p["prediction"] for p in body["predictions"]] == [int(p > 0.5) for p in got]
+
+
+@pytest.mark.parametrize("n_rows", [0, 1001])
+async def test_batch_rejects_empty_or_oversized_input(client, make_user, serving, n_rows):
+    user = await make_user()
+    response = await client.post(
+        "/api/predict/batch", json={"instances": [[1.0] * 30] * n_rows}, headers=user["headers"]
+    )
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_error"
+
+
+async def test_batch_accepts_the_maximum_of_1000_rows(client, make_user, serving):
+    user = await make_user()
+    response = await client.post(
+        "/api/predict/batch", json={"instances": [[1.0] * 30] * 1000}, headers=user["headers"]
+    )
+    assert response.status_code == 200
+    assert len(response.json()["predictions"]) == 1000
+
+
+async def test_batch_rejects_a_ragged_row_naming_it(client, make_user, serving):
+    user = await make_user()
+    rows = [[1.0] * 30, [1.0] * 30, [1.0] * 12]
+    response = await client.post(
+        "/api/predict/batch", json={"instances": rows}, headers=user["headers"]
+    )
+    assert response.status_code == 422
+    assert response.json()["code"] == "wrong_feature_count"
+    assert "30" in response.json()["detail"] and "row 2" in response.json()["detail"]
+
+
+async def test_batch_rejects_nan_in_any_row(client, make_user, serving):
+    user = await make_user()
+    raw = '{"instances": [[' + ", ".join(["1.0"] * 30) + "], [NaN" + ", 1.0" * 29 + "]]}"
+    response = await client.post(
+        "/api/predict/batch", content=raw,
+        headers={**user["headers"], "content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_error"
+
+
+async def test_list_models_shows_versions_newest_first_with_the_active_one(
+    client, make_user, serving
+):
+    user = await make_user()
+    response = await client.get("/api/models", headers=user["headers"])
+    assert response.status_code == 200
+    body = response.json()
+    assert body["total"] == 3 and body["limit"] == 50 and body["offset"] == 0
+    assert [m["version"] for m in body["items"]] == ["v3", "v2", "v1"]
+    assert [m["is_active"] for m in body["items"]] == [False, False, True]
+    v2 = body["items"][1]
+    assert v2["kind"] == "forest" and v2["n_features"] == 30 and len(v2["sha256"]) == 64
+    assert "scikit-learn" in v2["framework"] and "accuracy" in v2["metrics"]
+    paged = await client.get("/api/models?limit=1&offset=1", headers=user["headers"])
+    assert [m["version"] for m in paged.json()["items"]] == ["v2"]
+
+
+async def test_list_models_requires_auth(client, serving):
+    assert (await client.get("/api/models")).status_code == 401
+
+
+async def test_active_model_describes_the_serving_version(client, make_user, serving):
+    user = await make_user()
+    response = await client.get("/api/models/active", headers=user["headers"])
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {
+        "name", "version", "n_features", "feature_names", "classes", "metrics",
+        "created_at", "sha256",
+    }
+    assert body["version"] == "v1" and body["name"] == "breast-cancer-logreg"
+    assert body["n_features"] == 30 and len(body["feature_names"]) == 30
+    assert body["classes"] == [0, 1]
+
+
+async def test_without_a_model_prediction_and_active_answer_503(client, make_user, tmp_path):
+    user = await make_user()
+    await model_server.start(tmp_path / "empty", watch_interval=0)
+    try:
+        active = await client.get("/api/models/active", headers=user["headers"])
+        assert active.status_code == 503
+        assert active.json()["code"] == "model_unavailable"
+        predicted = await client.post(
+            "/api/predict", json={"features": [1.0] * 30}, headers=user["headers"]
+        )
+        assert predicted.status_code == 503
+        assert predicted.json()["code"] == "model_unavailable"
+        assert "retry-after" in predicted.headers
+        listed = await client.get("/api/models", headers=user["headers"])
+        assert listed.json() == {"items": [], "total": 0, "limit": 50, "offset": 0}
+    finally:
+        await model_server.stop()
+
+
+async def test_a_tampered_active_model_is_not_served_at_startup(client, make_user, model_dir):
+    Registry(model_dir).set_active("v3")
+    user = await make_user()
+    await model_server.start(model_dir, watch_interval=0)
+    try:
+        response = await client.get("/api/models/active", headers=user["headers"])
+        assert response.status_code == 503
+    finally:
+        await model_server.stop()
+
+
+async def test_activate_swaps_the_serving_model_and_moves_the_pointer(
+    client, make_superuser, serving, model_dir
+):
+    admin = await make_superuser()
+    response = await client.post("/api/models/v2/activate", headers=admin["headers"])
+    assert response.status_code == 200, response.text
+    assert response.json()["version"] == "v2"
+    predicted = await client.post(
+        "/api/predict", json={"features": [1.0] * 30}, headers=admin["headers"]
+    )
+    assert predicted.json()["model_version"] == "v2"
+    assert (model_dir / "active").read_text().strip() == "v2"
+
+
+async def test_activate_is_for_superusers_only(client, make_user, serving, model_dir):
+    user = await make_user()
+    response = await client.post("/api/models/v2/activate", headers=user["headers"])
+    assert response.status_code == 403
+    assert (model_dir / "active").read_text().strip() == "v1"
+
+
+@pytest.mark.parametrize("version", ["v99", "latest", "..", "v1%2F..%2Fv2", "v0"])
+async def test_activate_unknown_version_is_404(client, make_superuser, serving, version):
+    admin = await make_superuser()
+    response = await client.post(f"/api/models/{version}/activate", headers=admin["headers"])
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+async def test_activate_refuses_a_tampered_artifact_and_keeps_serving(
+    client, make_superuser, serving, model_dir
+):
+    admin = await make_superuser()
+    response = await client.post("/api/models/v3/activate", headers=admin["headers"])
+    assert response.status_code == 409
+    assert response.json()["code"] == "model_invalid"
+    assert "checksum" in response.json()["detail"]
+    active = await client.get("/api/models/active", headers=admin["headers"])
+    assert active.json()["version"] == "v1"
+    assert (model_dir / "active").read_text().strip() == "v1"
+
+
+async def test_other_processes_follow_the_pointer(serving, model_dir):
+    other = ModelServer()
+    await other.start(model_dir, watch_interval=0)
+    try:
+        assert other.current().version == "v1"
+        await serving.activate("v2")
+        await other.check_pointer()
+        assert other.current().version == "v2"
+        result = await other.predict(np.ones((1, 30), dtype=np.float32))
+        assert result.model_version == "v2"
+    finally:
+        await other.stop()
+
+
+async def test_a_pointer_to_a_broken_version_keeps_the_old_model(serving, model_dir):
+    other = ModelServer()
+    await other.start(model_dir, watch_interval=0)
+    try:
+        Registry(model_dir).set_active("v3")
+        await other.check_pointer()
+        assert other.current().version == "v1"
+    finally:
+        await other.stop()
+
+
+# ------------------------------------------------------- real commits, concurrency
+
+
+async def _signed_up(http, committed_db, *, superuser: bool = False) -> Dict[str, str]:
+    from tests.conftest import unique_email
+
+    email, password = unique_email("ml"), "correct-horse-1"
+    created = await http.post(
+        "/api/users", json={"email": email, "password": password, "name": "M"}
+    )
+    assert created.status_code == 201, created.text
+    if superuser:
+        async with committed_db.begin() as conn:
+            await conn.execute(
+                text("UPDATE users SET is_superuser = true WHERE id = :id"),
+                {"id": created.json()["id"]},
+            )
+    tokens = await http.post("/token", data={"username": email, "password": password})
+    return {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+
+
+async def test_no_request_fails_while_models_are_swapped_under_load(
+    committed_client, committed_db, serving
+):
+    headers = await _signed_up(committed_client, committed_db)
+    admin = await _signed_up(committed_client, committed_db, superuser=True)
+    statuses: List[int] = []
+    versions: List[str] = []
+    done = asyncio.Event()
+
+    async def client_loop() -> None:
+        while not done.is_set():
+            response = await committed_client.post(
+                "/api/predict", json={"features": [1.0] * 30}, headers=headers
+            )
+            statuses.append(response.status_code)
+            if response.status_code == 200:
+                versions.append(response.json()["model_version"])
+
+    workers = [asyncio.ensure_future(client_loop()) for _ in range(8)]
+    swaps = []
+    for version in ("v2", "v1", "v2", "v1", "v2"):
+        await asyncio.sleep(0.05)
+        swapped = await committed_client.post(f"/api/models/{version}/activate", headers=admin)
+        swaps.append(swapped.status_code)
+    await asyncio.sleep(0.05)
+    done.set()
+    await asyncio.gather(*workers)
+    assert swaps == [200] * 5
+    assert len(statuses) > 50
+    assert [s for s in statuses if s != 200] == []
+    assert {"v1", "v2"} <= set(versions)
+
+
+class GatedModel:
+    """Wraps the real model; inference waits for a gate so the queue fills."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.version = inner.version
+        self.n_features = inner.n_features
+        self.manifest = inner.manifest
+
+    def predict_proba(self, rows: np.ndarray) -> np.ndarray:
+        self.entered.set()
+        assert self.gate.wait(10)
+        return self.inner.predict_proba(rows)
+
+    def labels(self, positive: np.ndarray) -> np.ndarray:
+        return self.inner.labels(positive)
+
+
+async def test_a_full_queue_answers_503_overloaded_with_retry_after(
+    committed_client, committed_db, model_dir
+):
+    headers = await _signed_up(committed_client, committed_db)
+    await model_server.start(model_dir, watch_interval=0, max_queue_rows=2)
+    gated = GatedModel(model_server.current())
+    model_server._model = gated
+    body = {"features": [1.0] * 30}
+    try:
+        in_flight = asyncio.ensure_future(
+            committed_client.post("/api/predict", json=body, headers=headers)
+        )
+        assert await asyncio.to_thread(gated.entered.wait, 10)
+        queued = [
+            asyncio.ensure_future(committed_client.post("/api/predict", json=body, headers=headers))
+            for _ in range(2)
+        ]
+        while model_server.batcher.queued_rows < 2:  # noqa: ASYNC110 - a counter, not an event
+            await asyncio.sleep(0.005)
+        refused = await committed_client.post("/api/predict", json=body, headers=headers)
+        assert refused.status_code == 503
+        assert refused.json()["code"] == "overloaded"
+        assert refused.headers["retry-after"] == "1"
+        gated.gate.set()
+        answered = await asyncio.gather(in_flight, *queued)
+        assert [r.status_code for r in answered] == [200, 200, 200]
+    finally:
+        gated.gate.set()
+        await model_server.stop()
