@@ -6,6 +6,7 @@ from typing_extensions import Annotated
 from app.auth.dependencies import CurrentUser
 from app.core.db import DbSession
 from app.core.pagination import Page, PageParams, page_params
+from app.core.routing import KeelRoute
 from app.core.schemas import IdPath, error_responses
 from app.ledger import service
 from app.ledger.dependencies import IdempotencyKeyHeader
@@ -15,9 +16,10 @@ from app.ledger.schemas import (
     LedgerEntryOut,
     TransferCreate,
     TransferOut,
+    responses_with_plain_400,
 )
 
-router = APIRouter(prefix="/api", tags=["ledger"])
+router = APIRouter(prefix="/api", tags=["ledger"], route_class=KeelRoute)
 
 
 @router.post(
@@ -80,7 +82,7 @@ async def list_entries(
     "/transfers",
     response_model=TransferOut,
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(400, 401, 404, 409, 422),
+    responses=responses_with_plain_400(401, 404, 409, 422),
 )
 async def create_transfer(
     body: TransferCreate,

@@ -1,27 +1,31 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, model_validator
+from typing_extensions import Annotated
 
-from app.core.schemas import DbId
+from app.core.schemas import DbId, error_responses
 from app.ledger.currencies import ISO_4217
 from app.ledger.money import MoneyOut, PositiveAmount
 
 
-class AccountCreate(BaseModel):
-    currency: str
+def _iso_4217(value: Any) -> Any:
+    if not isinstance(value, str) or value not in ISO_4217:
+        raise ValueError("currency must be an ISO 4217 code such as 'USD'")
+    return value
 
-    @field_validator("currency", mode="before")
-    @classmethod
-    def _iso_4217(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            raise ValueError("currency must be an ISO 4217 code such as 'USD'")
-        code = value.strip().upper()
-        if code not in ISO_4217:
-            raise ValueError("currency must be an ISO 4217 code such as 'USD'")
-        return code
+
+CurrencyCode = Annotated[
+    str,
+    BeforeValidator(_iso_4217),
+    WithJsonSchema({"type": "string", "enum": sorted(ISO_4217), "examples": ["USD"]}),
+]
+
+
+class AccountCreate(BaseModel):
+    currency: CurrencyCode
 
 
 class AccountOut(BaseModel):
@@ -67,3 +71,14 @@ class LedgerEntryOut(BaseModel):
     amount: MoneyOut
     balance_after: MoneyOut
     created_at: datetime
+
+
+def responses_with_plain_400(*statuses: int) -> Dict[int, Any]:
+    """`error_responses(...)`, where 400 may also be the HTTP server's own
+    plain-text answer to a request it cannot parse (malformed headers)."""
+    responses = error_responses(*statuses)
+    responses[400] = {
+        **responses.get(400, error_responses(400)[400]),
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+    return responses

@@ -7,19 +7,20 @@ from typing_extensions import Annotated
 
 from app.auth.dependencies import CurrentUser
 from app.core.db import DbSession
-from app.core.schemas import error_responses
+from app.core.routing import KeelRoute
 from app.ledger.dependencies import IdempotencyKeyHeader
+from app.ledger.schemas import responses_with_plain_400
 from app.payments import service
 from app.payments.schemas import PaymentCreate, PaymentOut, WebhookAck
 
-router = APIRouter(prefix="/api", tags=["payments"])
+router = APIRouter(prefix="/api", tags=["payments"], route_class=KeelRoute)
 
 
 @router.post(
     "/pay",
     response_model=PaymentOut,
     status_code=200,
-    responses=error_responses(401, 402, 404, 409, 422, 502),
+    responses=responses_with_plain_400(401, 402, 404, 409, 422, 502),
 )
 async def pay(
     body: PaymentCreate,
@@ -41,12 +42,15 @@ async def pay(
     "/payments/webhook",
     response_model=WebhookAck,
     status_code=200,
-    responses=error_responses(400),
+    responses=responses_with_plain_400(),
 )
 async def payment_webhook(
     request: Request,
     session: DbSession,
-    stripe_signature: Annotated[Optional[str], Header(alias="Stripe-Signature")] = None,
+    stripe_signature: Annotated[
+        Optional[str],
+        Header(alias="Stripe-Signature", max_length=2000, pattern=r"^[\x20-\x7e]*$"),
+    ] = None,
 ) -> WebhookAck:
     """Provider events, verified on the raw body; each event id applied once."""
     payload = await request.body()

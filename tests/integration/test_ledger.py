@@ -41,14 +41,14 @@ async def test_create_account_returns_zero_balance_as_two_place_string(
     client: Any, make_user: Callable[..., Any]
 ) -> None:
     user = await make_user()
-    account = await open_account(client, user, "eur")
+    account = await open_account(client, user, "EUR")
     assert set(account) == {"id", "owner_id", "currency", "balance", "created_at"}
     assert account["owner_id"] == user["id"]
     assert account["currency"] == "EUR"
     assert account["balance"] == "0.00"
 
 
-@pytest.mark.parametrize("currency", ["", "US", "USDX", "ABC", 840, None, ["USD"]])
+@pytest.mark.parametrize("currency", ["", "US", "USDX", "ABC", "usd", " USD", 840, None, ["USD"]])
 async def test_create_account_rejects_non_iso_currency(
     client: Any, make_user: Callable[..., Any], currency: Any
 ) -> None:
