@@ -20,10 +20,12 @@ from app.core.redis import close_redis
 from app.emails.router import router as emails_router
 from app.ingestion.router import router as ingestion_router
 from app.jobs.router import router as jobs_router
+from app.ledger.router import router as ledger_router
 from app.ml.router import router as ml_router
 from app.ml.serving import start_model_serving, stop_model_serving
 from app.ops.metrics import MetricsMiddleware
 from app.ops.router import router as ops_router
+from app.payments.router import router as payments_router
 from app.posts.router import router as posts_router
 from app.users.router import router as users_router
 
@@ -63,6 +65,8 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         emails_router,
         ml_router,
         ingestion_router,
+        ledger_router,
+        payments_router,
     ):
         app.include_router(router)
 

@@ -3,7 +3,22 @@
 from app.auth.models import PasswordResetToken, RefreshToken
 from app.core.db import Base
 from app.jobs.models import Job
+from app.ledger.models import Account, IdempotencyKey, LedgerEntry, Transfer
+from app.payments.models import Payment, PaymentEvent
 from app.posts.models import Post
 from app.users.models import User
 
-__all__ = ["Base", "Job", "PasswordResetToken", "RefreshToken", "Post", "User"]
+__all__ = [
+    "Account",
+    "Base",
+    "IdempotencyKey",
+    "Job",
+    "LedgerEntry",
+    "PasswordResetToken",
+    "Payment",
+    "PaymentEvent",
+    "Post",
+    "RefreshToken",
+    "Transfer",
+    "User",
+]

@@ -17,6 +17,7 @@ the whole file + cleaning + `describe()`. Each scenario gets a fresh process:
 Everything on 127.0.0.1; uses DATABASE_URL/REDIS_URL if set, else the
 embedded servers (as `keel dev` does) in /tmp/keel-bench-csv.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -105,8 +106,8 @@ def generate_csv(path: Path, size: int) -> Path:
 
 def multipart_parts(filename: str) -> Tuple[bytes, bytes]:
     head = (
-        f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; "
-        f"filename=\"{filename}\"\r\nContent-Type: text/csv\r\n\r\n"
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{filename}"\r\nContent-Type: text/csv\r\n\r\n'
     ).encode()
     tail = f"\r\n--{BOUNDARY}--\r\n".encode()
     return head, tail
@@ -119,8 +120,9 @@ class Server:
         self.port = port
         self.log_path = Path(f"/tmp/keel-bench-{name}-{port}.log")
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(argv, env=env, cwd=str(ROOT), stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            argv, env=env, cwd=str(ROOT), stdout=self.log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -172,7 +174,11 @@ def free_port() -> int:
 
 
 def request(
-    method: str, path: str, *, port: int, body: Optional[bytes] = None,
+    method: str,
+    path: str,
+    *,
+    port: int,
+    body: Optional[bytes] = None,
     headers: Optional[Dict[str, str]] = None,
 ) -> Tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -277,16 +283,37 @@ def server_env() -> Dict[str, str]:
 
 def start_keel(env: Dict[str, str]) -> Server:
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-            "--port", str(port), "--log-level", "warning"]
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     return Server("keel", argv, env, port)
 
 
 def start_naive(env: Dict[str, str]) -> Server:
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "csv_upload:naive_app", "--app-dir",
-            str(ROOT / "bench"), "--host", "127.0.0.1", "--port", str(port),
-            "--log-level", "warning"]
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "csv_upload:naive_app",
+        "--app-dir",
+        str(ROOT / "bench"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     return Server("naive", argv, env, port)
 
 
@@ -294,13 +321,18 @@ def access_token(port: int) -> str:
     email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
     password = "bench-password-1"
     status, body = request(
-        "POST", "/api/users", port=port,
+        "POST",
+        "/api/users",
+        port=port,
         body=json.dumps({"email": email, "password": password, "name": "Bench"}).encode(),
         headers={"Content-Type": "application/json"},
     )
     assert status == 201, body
     status, body = request(
-        "POST", "/token", port=port, body=f"username={email}&password={password}".encode(),
+        "POST",
+        "/token",
+        port=port,
+        body=f"username={email}&password={password}".encode(),
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert status == 200, body
@@ -332,8 +364,10 @@ def measure_uploads(
         result = json.loads(body)
     peak = server.status()["VmHWM"]
     return {
-        "best": min(times), "median": statistics.median(times),
-        "rss_growth": peak - baseline, "result": result,
+        "best": min(times),
+        "median": statistics.median(times),
+        "rss_growth": peak - baseline,
+        "result": result,
     }
 
 
@@ -348,8 +382,10 @@ def idle_health(server: Server, probes: int = 500) -> Dict[str, Any]:
         time.sleep(0.002)
     conn.close()
     ordered = sorted(latencies)
-    return {"p50_ms": ordered[len(ordered) // 2] * 1000,
-            "p99_ms": ordered[int(len(ordered) * 0.99)] * 1000}
+    return {
+        "p50_ms": ordered[len(ordered) // 2] * 1000,
+        "p99_ms": ordered[int(len(ordered) * 0.99)] * 1000,
+    }
 
 
 def health_p99(server: Server, token: Optional[str], data: bytes, uploads: int) -> Dict[str, Any]:
@@ -458,13 +494,17 @@ def main() -> int:
             token = access_token(keel.port)
             warm_up(keel, token, largest)
             idle = idle_health(keel)
-            print(f"/health idle (keel, baseline): p50 {idle['p50_ms']:.1f} ms, "
-                  f"p99 {idle['p99_ms']:.1f} ms", flush=True)
+            print(
+                f"/health idle (keel, baseline): p50 {idle['p50_ms']:.1f} ms, "
+                f"p99 {idle['p99_ms']:.1f} ms",
+                flush=True,
+            )
             health = health_p99(keel, token, largest, uploads=3)
             print(
                 f"/health during {max(sizes)} MB uploads (keel): p50 {health['p50_ms']:.1f} ms, "
                 f"p99 {health['p99_ms']:.1f} ms, max {health['max_ms']:.1f} ms "
-                f"({health['samples']} probes)", flush=True,
+                f"({health['samples']} probes)",
+                flush=True,
             )
             if not args.skip_huge:
                 before = keel.rchar()
@@ -478,7 +518,8 @@ def main() -> int:
                     f"body bytes received when refusing: {logged_text} (limit "
                     f"{50:.0f} MiB); process rchar {read / MiB:.1f} MiB and client sent "
                     f"{sent / MiB:.1f} MiB (both include what the kernel buffered and "
-                    "uvicorn discarded until the connection closed)", flush=True,
+                    "uvicorn discarded until the connection closed)",
+                    flush=True,
                 )
         finally:
             keel.stop()
@@ -488,7 +529,8 @@ def main() -> int:
             health = health_p99(naive_server, None, largest, uploads=3)
             print(
                 f"/health during {max(sizes)} MB uploads (naive): p50 {health['p50_ms']:.1f} ms, "
-                f"p99 {health['p99_ms']:.1f} ms, max {health['max_ms']:.1f} ms", flush=True,
+                f"p99 {health['p99_ms']:.1f} ms, max {health['max_ms']:.1f} ms",
+                flush=True,
             )
         finally:
             naive_server.stop()

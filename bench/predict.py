@@ -15,6 +15,7 @@ RSS of a serving process. Needs `wrk` (apt-get install wrk). Uses DATABASE_URL /
 REDIS_URL when set, otherwise the embedded servers; creates and drops its own
 database.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,8 +79,11 @@ def serve_naive(kind: str, port: int) -> None:
         row = np.array(body.features).reshape(1, -1)
         label = model.predict(row)[0]
         probability = model.predict_proba(row)[0][1]
-        return {"prediction": int(label), "probability": float(probability),
-                "model_version": "naive"}
+        return {
+            "prediction": int(label),
+            "probability": float(probability),
+            "model_version": "naive",
+        }
 
     predict.__annotations__ = {"body": Body, "return": Dict[str, Any]}  # local class: no strings
     app.post("/api/predict")(predict)
@@ -151,9 +155,7 @@ def serve_keel_light_auth(port: int) -> None:
         return User(id=user_id, is_active=True)
 
     # Local names: give FastAPI real annotations, not strings it cannot resolve.
-    light_user.__annotations__ = {
-        "token": Annotated[Opt[str], Depends(scheme)], "return": User
-    }
+    light_user.__annotations__ = {"token": Annotated[Opt[str], Depends(scheme)], "return": User}
     app = create_app()
     app.dependency_overrides[get_current_user] = light_user
     uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
@@ -193,8 +195,9 @@ def children_of(pid: int) -> List[int]:
 
 
 class Server:
-    def __init__(self, argv: List[str], env: Dict[str, str], port: int, headers: Dict[str, str],
-                 body: bytes) -> None:
+    def __init__(
+        self, argv: List[str], env: Dict[str, str], port: int, headers: Dict[str, str], body: bytes
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}/api/predict"
         started = time.perf_counter()
@@ -226,11 +229,20 @@ class Server:
 
 
 def run_wrk(url: str, script: Path, connections: int, duration: int) -> Dict[str, float]:
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s",
-            "-s", str(script), url]
+    argv = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+        url,
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     line = next(text for text in out.splitlines() if text.startswith("RESULT "))
-    result = json.loads(line[len("RESULT "):])
+    result = json.loads(line[len("RESULT ") :])
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     return result
 
@@ -269,9 +281,13 @@ def admin(server_url: str, statement: str) -> None:
     url = make_url(server_url).set(drivername="postgresql")
 
     async def run() -> None:
-        conn = await asyncpg.connect(user=url.username or "postgres", password=url.password,
-                                     host=url.host or url.query.get("host"), port=url.port,
-                                     database=url.database or "postgres")
+        conn = await asyncpg.connect(
+            user=url.username or "postgres",
+            password=url.password,
+            host=url.host or url.query.get("host"),
+            port=url.port,
+            database=url.database or "postgres",
+        )
         try:
             await conn.execute(statement)
         finally:
@@ -292,8 +308,10 @@ def bench_token(base: str) -> str:
 
 def fmt(r: Dict[str, float]) -> str:
     bad = f"  non-2xx={r['non_2xx']}" if r["non_2xx"] or r["socket_errors"] else ""
-    return (f"{r['rps']:9.0f} req/s  p50 {r['p50_us'] / 1000:7.3f} ms  "
-            f"p99 {r['p99_us'] / 1000:8.3f} ms{bad}")
+    return (
+        f"{r['rps']:9.0f} req/s  p50 {r['p50_us'] / 1000:7.3f} ms  "
+        f"p99 {r['p99_us'] / 1000:8.3f} ms{bad}"
+    )
 
 
 def main() -> int:
@@ -302,8 +320,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--gunicorn", action="store_true")
-    parser.add_argument("--serve", choices=["naive", "keel-noauth", "keel-lightauth"],
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve", choices=["naive", "keel-noauth", "keel-lightauth"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--kind", default="logreg", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -333,19 +352,36 @@ def main() -> int:
     for kind, version in versions.items():
         started = time.perf_counter()
         load_model(registry.read_artifact(version))
-        print(f"  {kind}: {version}; verify+load+warm-up+parity "
-              f"{(time.perf_counter() - started) * 1000:.1f} ms")
+        print(
+            f"  {kind}: {version}; verify+load+warm-up+parity "
+            f"{(time.perf_counter() - started) * 1000:.1f} ms"
+        )
     row = json.loads((model_dir / "v1" / "parity.json").read_text())["inputs"][0]
     body = json.dumps({"features": row})
     headers_json = {"Content-Type": "application/json"}
 
     db = prepare_database(data_dir)
-    env = {**os.environ, "DATABASE_URL": db["database_url"], "REDIS_URL": db["redis_url"],
-           "MODEL_DIR": str(model_dir), "ACCESS_TOKEN_MINUTES": "120", "LOG_LEVEL": "WARNING",
-           "ENVIRONMENT": "development"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": db["database_url"],
+        "REDIS_URL": db["redis_url"],
+        "MODEL_DIR": str(model_dir),
+        "ACCESS_TOKEN_MINUTES": "120",
+        "LOG_LEVEL": "WARNING",
+        "ENVIRONMENT": "development",
+    }
     python = sys.executable
-    uvicorn_argv = [python, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-                    "--no-access-log", "--log-level", "warning"]
+    uvicorn_argv = [
+        python,
+        "-m",
+        "uvicorn",
+        "app.main:app",
+        "--host",
+        "127.0.0.1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
     results: Dict[str, Dict[str, Any]] = {}
     report: Dict[str, Any] = {}
     servers: List[Server] = []
@@ -353,8 +389,9 @@ def main() -> int:
         # A token: sign up and log in through a keel server.
         port = free_port()
         registry.set_active(versions["logreg"])
-        boot = subprocess.Popen([*uvicorn_argv, "--port", str(port)], env=env, cwd=ROOT,
-                                start_new_session=True)
+        boot = subprocess.Popen(
+            [*uvicorn_argv, "--port", str(port)], env=env, cwd=ROOT, start_new_session=True
+        )
         base = f"http://127.0.0.1:{port}"
         for _ in range(600):
             if post(f"{base}/api/users", b"{}", headers_json, 0.5) == 422:
@@ -371,17 +408,45 @@ def main() -> int:
             registry.set_active(versions[kind])
             variants = [
                 ("keel", [*uvicorn_argv], script_auth, auth_headers),
-                ("keel-lightauth", [python, str(Path(__file__).resolve()), "--serve",
-                                    "keel-lightauth"], script_auth, auth_headers),
-                ("keel-noauth", [python, str(Path(__file__).resolve()), "--serve", "keel-noauth"],
-                 script_open, headers_json),
-                ("naive", [python, str(Path(__file__).resolve()), "--serve", "naive",
-                           "--kind", kind], script_open, headers_json),
+                (
+                    "keel-lightauth",
+                    [python, str(Path(__file__).resolve()), "--serve", "keel-lightauth"],
+                    script_auth,
+                    auth_headers,
+                ),
+                (
+                    "keel-noauth",
+                    [python, str(Path(__file__).resolve()), "--serve", "keel-noauth"],
+                    script_open,
+                    headers_json,
+                ),
+                (
+                    "naive",
+                    [python, str(Path(__file__).resolve()), "--serve", "naive", "--kind", kind],
+                    script_open,
+                    headers_json,
+                ),
             ]
             if args.gunicorn:
-                variants.append(("keel-gunicorn-2w", [
-                    python, "-m", "gunicorn", "app.main:app", "-k", "uvicorn.workers.UvicornWorker",
-                    "-w", "2", "--log-level", "warning"], script_auth, auth_headers))
+                variants.append(
+                    (
+                        "keel-gunicorn-2w",
+                        [
+                            python,
+                            "-m",
+                            "gunicorn",
+                            "app.main:app",
+                            "-k",
+                            "uvicorn.workers.UvicornWorker",
+                            "-w",
+                            "2",
+                            "--log-level",
+                            "warning",
+                        ],
+                        script_auth,
+                        auth_headers,
+                    )
+                )
             for name, argv, script, hdrs in variants:
                 port = free_port()
                 if "gunicorn" in name:
@@ -399,8 +464,11 @@ def main() -> int:
                     rss = [rss_mb(pid) for pid in server.worker_pids()]
                     report[f"{kind}/{name}"] = {"ready_s": server.ready_seconds, "rss_mb": rss}
                     sizes = ", ".join(f"{m:.0f}" for m in rss)
-                    print(f"{kind:7s} {name:17s} first 200 after spawn "
-                          f"{server.ready_seconds:.2f} s; RSS per process {sizes} MB", flush=True)
+                    print(
+                        f"{kind:7s} {name:17s} first 200 after spawn "
+                        f"{server.ready_seconds:.2f} s; RSS per process {sizes} MB",
+                        flush=True,
+                    )
                 finally:
                     server.stop()
                     servers.remove(server)
@@ -416,19 +484,25 @@ def main() -> int:
         for name in ("keel", "keel-lightauth", "keel-noauth", "keel-gunicorn-2w"):
             key = f"{kind}/{name}/c64"
             if key in results:
-                print(f"  {kind:7s} {name:17s} {results[key]['rps'] / naive:7.1f}x  "
-                      f"({results[key]['rps']:.0f} vs {naive:.0f} req/s)")
-    goals = {"rf_100x": results["forest/keel/c64"]["rps"] / results["forest/naive/c64"]["rps"],
-             "lr_10x": results["logreg/keel/c64"]["rps"] / results["logreg/naive/c64"]["rps"]}
+                print(
+                    f"  {kind:7s} {name:17s} {results[key]['rps'] / naive:7.1f}x  "
+                    f"({results[key]['rps']:.0f} vs {naive:.0f} req/s)"
+                )
+    goals = {
+        "rf_100x": results["forest/keel/c64"]["rps"] / results["forest/naive/c64"]["rps"],
+        "lr_10x": results["logreg/keel/c64"]["rps"] / results["logreg/naive/c64"]["rps"],
+    }
     print("\ngoals (keel as shipped, with auth):")
     print(f"  RF >= 100x naive at c=64: {goals['rf_100x']:.1f}x")
     print(f"  LR >= 10x naive at c=64:  {goals['lr_10x']:.1f}x")
     for kind in KINDS:
         for name in ("keel", "keel-lightauth", "keel-noauth"):
             c1, c64 = results[f"{kind}/{name}/c1"], results[f"{kind}/{name}/c64"]
-            print(f"  {kind:7s} {name:12s} c=1 p50 {c1['p50_us'] / 1000:.3f} ms (<=0.3), "
-                  f"p99 {c1['p99_us'] / 1000:.3f} ms (<=1); c=64 p99 {c64['p99_us'] / 1000:.2f} ms "
-                  f"(<=10)")
+            print(
+                f"  {kind:7s} {name:12s} c=1 p50 {c1['p50_us'] / 1000:.3f} ms (<=0.3), "
+                f"p99 {c1['p99_us'] / 1000:.3f} ms (<=1); c=64 p99 {c64['p99_us'] / 1000:.2f} ms "
+                f"(<=10)"
+            )
     return 0
 
 

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     payment_provider: str = Field("fake", pattern="^(fake|stripe)$")
     stripe_api_key: Optional[str] = None
     stripe_webhook_secret: str = "whsec_dev_only_change_me"
+    # The saved payment method top-ups are charged to (Stripe test card by default).
+    stripe_payment_method: str = "pm_card_visa"
+    payment_timeout_seconds: float = Field(10.0, gt=0)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

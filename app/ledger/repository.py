@@ -1,0 +1,220 @@
+"""All SQL of the ledger domain: accounts, row locks, transfers, entries,
+idempotency records.
+
+The transfer path is hot: it uses two statements (lock, then one
+data-modifying CTE that updates both balances and writes the transfer and its
+two entries), sent on the driver connection, so a transfer costs few round
+trips and little CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, List, Optional, Sequence
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.ledger.models import Account, IdempotencyKey, LedgerEntry
+
+
+@dataclass(frozen=True)
+class LockedAccount:
+    id: int
+    owner_id: int
+    currency: str
+    balance: Decimal
+
+
+@dataclass(frozen=True)
+class WrittenTransfer:
+    id: int
+    created_at: datetime
+
+
+# ------------------------------------------------------------------ accounts
+
+
+async def add_account(session: AsyncSession, *, owner_id: int, currency: str) -> Account:
+    account = Account(owner_id=owner_id, currency=currency)
+    session.add(account)
+    await session.flush()
+    await session.refresh(account)
+    return account
+
+
+async def get_owned_account(
+    session: AsyncSession, *, account_id: int, owner_id: int
+) -> Optional[Account]:
+    stmt = select(Account).where(Account.id == account_id, Account.owner_id == owner_id)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def count_owned_accounts(session: AsyncSession, owner_id: int) -> int:
+    stmt = select(func.count(Account.id)).where(Account.owner_id == owner_id)
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def list_owned_accounts(
+    session: AsyncSession, *, owner_id: int, limit: int, offset: int
+) -> List[Account]:
+    stmt = (
+        select(Account)
+        .where(Account.owner_id == owner_id)
+        .order_by(Account.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return list((await session.execute(stmt)).scalars().all())
+
+
+# The transfer is the hot path: its two statements go straight to the
+# asyncpg connection of the session's open transaction (SQLAlchemy's
+# execution layer costs more CPU than the statements themselves). When the
+# driver has no transaction open yet (the service called first thing in a
+# fresh session), they run through SQLAlchemy, which begins one.
+_LOCK_PAIR_SQL = """
+    SELECT id, owner_id, currency, balance FROM accounts
+    WHERE id IN ($1, $2)
+    ORDER BY id
+    FOR UPDATE
+"""
+
+_WRITE_TRANSFER_SQL = """
+    WITH debit AS (
+        UPDATE accounts SET balance = balance - $3::numeric
+        WHERE id = $1 RETURNING balance
+    ), credit AS (
+        UPDATE accounts SET balance = balance + $3::numeric
+        WHERE id = $2 RETURNING balance
+    ), moved AS (
+        INSERT INTO transfers (from_account_id, to_account_id, amount, currency)
+        VALUES ($1, $2, $3::numeric, $4::varchar)
+        RETURNING id, created_at
+    ), entries AS (
+        INSERT INTO ledger_entries (account_id, transfer_id, amount, balance_after)
+        SELECT $1::integer, moved.id, -$3::numeric, debit.balance FROM moved, debit
+        UNION ALL
+        SELECT $2::integer, moved.id, $3::numeric, credit.balance FROM moved, credit
+    )
+    SELECT id, created_at FROM moved
+"""
+
+
+async def _fetch(session: AsyncSession, sql: str, *args: Any) -> List[Sequence[Any]]:
+    """Rows of a hot-path statement, inside the session's transaction."""
+    connection = await session.connection()
+    pooled = await connection.get_raw_connection()
+    driver = pooled.driver_connection
+    if driver is not None and driver.is_in_transaction():
+        return list(await driver.fetch(sql, *args))
+    # numeric_dollar is the asyncpg dialect's paramstyle: the same SQL works.
+    result = await connection.exec_driver_sql(sql, tuple(args))
+    return list(result.all())
+
+
+async def lock_account_pair(session: AsyncSession, first: int, second: int) -> List[LockedAccount]:
+    """`SELECT ... FOR UPDATE` two rows in ascending id order (the sort runs
+    below the lock, so every transaction acquires the locks in the same
+    order and concurrent transfers cannot deadlock). Missing ids are absent."""
+    rows = await _fetch(session, _LOCK_PAIR_SQL, first, second)
+    return [LockedAccount(id=r[0], owner_id=r[1], currency=r[2], balance=r[3]) for r in rows]
+
+
+# ------------------------------------------------------------------ transfers
+
+
+async def write_transfer(
+    session: AsyncSession, *, from_id: int, to_id: int, amount: Decimal, currency: str
+) -> WrittenTransfer:
+    """Both balance updates, the transfer row and its debit and credit
+    entries (with balance_after) in one statement. The caller holds the row
+    locks and has checked the funds."""
+    (row,) = await _fetch(session, _WRITE_TRANSFER_SQL, from_id, to_id, amount, currency)
+    return WrittenTransfer(id=row[0], created_at=row[1])
+
+
+async def credit_account(
+    session: AsyncSession, *, account_id: int, amount: Decimal, payment_id: int
+) -> Decimal:
+    """Add a payment to a balance and write its credit entry. The unique
+    constraint on ledger_entries.payment_id makes a second credit of the same
+    payment fail rather than succeed."""
+    stmt = (
+        update(Account)
+        .where(Account.id == account_id)
+        .values(balance=Account.balance + amount)
+        .returning(Account.balance)
+    )
+    balance_after = (await session.execute(stmt)).scalar_one()
+    session.add(
+        LedgerEntry(
+            account_id=account_id, payment_id=payment_id, amount=amount, balance_after=balance_after
+        )
+    )
+    await session.flush()
+    return Decimal(balance_after)
+
+
+# ------------------------------------------------------------------ entries
+
+
+async def count_entries(session: AsyncSession, account_id: int) -> int:
+    stmt = select(func.count(LedgerEntry.id)).where(LedgerEntry.account_id == account_id)
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def list_entries(
+    session: AsyncSession, *, account_id: int, limit: int, offset: int
+) -> List[LedgerEntry]:
+    stmt = (
+        select(LedgerEntry)
+        .where(LedgerEntry.account_id == account_id)
+        .order_by(LedgerEntry.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list((await session.execute(stmt)).scalars().all())
+
+
+# ------------------------------------------------------------------ idempotency
+
+
+async def insert_idempotency_key(
+    session: AsyncSession, *, user_id: int, key: str, request_hash: str
+) -> Optional[int]:
+    """Claim a key: its new id, or None when it exists. A concurrent claim of
+    the same key waits here until the first transaction ends, so exactly one
+    of them proceeds."""
+    stmt = (
+        insert(IdempotencyKey)
+        .values(user_id=user_id, key=key, request_hash=request_hash)
+        .on_conflict_do_nothing(index_elements=[IdempotencyKey.user_id, IdempotencyKey.key])
+        .returning(IdempotencyKey.id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_idempotency_key(
+    session: AsyncSession, *, user_id: int, key: str
+) -> Optional[IdempotencyKey]:
+    stmt = (
+        select(IdempotencyKey)
+        .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def store_idempotent_response(
+    session: AsyncSession, *, key_id: int, status: int, body: Any
+) -> None:
+    stmt = (
+        update(IdempotencyKey)
+        .where(IdempotencyKey.id == key_id)
+        .values(response_status=status, response_body=body)
+    )
+    await session.execute(stmt)

@@ -1,0 +1,279 @@
+"""Accounts and transfers: money moves only under row locks, atomically.
+
+Transaction model. Every function here works in the caller's session (the
+request's `DbSession`, committed after the endpoint returns and before the
+response is sent). `transfer_funds` is the one exception to "services never
+commit": when it stores an *error* response under an Idempotency-Key it
+commits that record before raising, because the request session rolls back
+on errors and the replay must find it.
+
+Retries. Locks are always taken in ascending account id order (and the
+idempotency row before any account), so deadlocks should not happen; if
+PostgreSQL still reports a deadlock or serialization failure (40P01/40001),
+the whole transaction is rolled back and run again, a bounded number of
+times with jittered backoff. Nothing was committed by the failed attempt, so
+a retry can never apply a transfer twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from decimal import Decimal
+from typing import Awaitable, Callable, List, Optional, Tuple, TypeVar
+
+import asyncpg
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import AppError, BadRequest, NotFound, UnprocessableEntity
+from app.ledger import idempotency, repository
+from app.ledger.metrics import TRANSACTION_RETRIES, TRANSFERS
+from app.ledger.models import Account, LedgerEntry
+from app.ledger.money import format_money
+from app.ledger.schemas import TransferOut
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+MAX_ATTEMPTS = 5
+
+
+class AccountNotFound(NotFound):
+    message = "Account not found"
+
+
+class InsufficientFunds(BadRequest):
+    code = "insufficient_funds"
+    message = "Insufficient funds"
+
+
+class CurrencyMismatch(UnprocessableEntity):
+    """422 in the shape of a validation error (the spec lists it with them)."""
+
+    def __init__(self, from_currency: str, to_currency: str) -> None:
+        super().__init__(
+            detail=[
+                {
+                    "type": "currency_mismatch",
+                    "loc": ["body", "to_account_id"],
+                    "msg": (
+                        f"Currency mismatch: the from-account holds {from_currency}, "
+                        f"the to-account holds {to_currency}"
+                    ),
+                    "input": None,
+                }
+            ]
+        )
+
+
+class SameAccount(UnprocessableEntity):
+    def __init__(self) -> None:
+        super().__init__(
+            detail=[
+                {
+                    "type": "same_account",
+                    "loc": ["body", "to_account_id"],
+                    "msg": "from_account_id and to_account_id must differ",
+                    "input": None,
+                }
+            ]
+        )
+
+
+def _sqlstate(error: Exception) -> Optional[str]:
+    # SQLAlchemy wraps the driver error in .orig; the transfer's hot path
+    # raises asyncpg's own errors, which carry .sqlstate themselves.
+    return getattr(getattr(error, "orig", error), "sqlstate", None)
+
+
+def is_retryable(error: Exception) -> bool:
+    return _sqlstate(error) in RETRYABLE_SQLSTATES
+
+
+async def run_with_retry(session: AsyncSession, attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run `attempt` (one whole transaction's work in `session`); on a
+    deadlock or serialization failure roll back and run it again."""
+    for number in range(1, MAX_ATTEMPTS + 1):
+        try:
+            return await attempt()
+        except (DBAPIError, asyncpg.PostgresError) as error:
+            if not is_retryable(error) or number == MAX_ATTEMPTS:
+                raise
+            TRANSACTION_RETRIES.inc()
+            logger.warning("transaction retry %d after sqlstate %s", number, _sqlstate(error))
+            await session.rollback()
+            await asyncio.sleep(random.uniform(0, 0.005 * 2**number))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# ------------------------------------------------------------------ accounts
+
+
+async def create_account(session: AsyncSession, *, owner_id: int, currency: str) -> Account:
+    return await repository.add_account(session, owner_id=owner_id, currency=currency)
+
+
+async def get_account(session: AsyncSession, *, account_id: int, owner_id: int) -> Account:
+    """The owner's account. Raises AccountNotFound (also for other users' accounts)."""
+    account = await repository.get_owned_account(session, account_id=account_id, owner_id=owner_id)
+    if account is None:
+        raise AccountNotFound()
+    return account
+
+
+async def list_accounts(
+    session: AsyncSession, *, owner_id: int, limit: int, offset: int
+) -> Tuple[List[Account], int]:
+    total = await repository.count_owned_accounts(session, owner_id)
+    items = await repository.list_owned_accounts(
+        session, owner_id=owner_id, limit=limit, offset=offset
+    )
+    return items, total
+
+
+async def list_entries(
+    session: AsyncSession, *, account_id: int, owner_id: int, limit: int, offset: int
+) -> Tuple[List[LedgerEntry], int]:
+    """Entries of the owner's account, newest first. Raises AccountNotFound."""
+    await get_account(session, account_id=account_id, owner_id=owner_id)
+    total = await repository.count_entries(session, account_id)
+    items = await repository.list_entries(
+        session, account_id=account_id, limit=limit, offset=offset
+    )
+    return items, total
+
+
+# ------------------------------------------------------------------ transfers
+
+
+async def transfer_funds(
+    session: AsyncSession,
+    *,
+    user_id: int,
+    from_account_id: int,
+    to_account_id: int,
+    amount: Decimal,
+    idempotency_key: Optional[str] = None,
+) -> TransferOut:
+    """Move `amount` from the user's account to another account, atomically.
+
+    Guarantees: both balances, the transfer and its debit and credit entries
+    are written in one transaction under row locks taken in ascending id
+    order; no balance goes negative (checked under the lock, and by a CHECK
+    constraint); deadlocks/serialization failures are retried. With an
+    idempotency key the first response (success or business error) is stored
+    in the same transaction and replayed for the same request, moving no
+    money again.
+
+    Raises AccountNotFound (from-account missing or not the user's,
+    to-account missing), SameAccount, CurrencyMismatch, InsufficientFunds,
+    IdempotencyKeyReused (same key, different request).
+    """
+    if from_account_id == to_account_id:
+        raise SameAccount()
+    request_hash = None
+    if idempotency_key is not None:
+        request_hash = idempotency.request_fingerprint(
+            "POST",
+            "/api/transfers",
+            {
+                "from_account_id": from_account_id,
+                "to_account_id": to_account_id,
+                "amount": format_money(amount),
+            },
+        )
+
+    async def attempt() -> TransferOut:
+        claim = None
+        if idempotency_key is not None and request_hash is not None:
+            claim = await idempotency.claim_key(
+                session, user_id=user_id, key=idempotency_key, request_hash=request_hash
+            )
+            if not claim.is_new and claim.has_response:
+                TRANSFERS.labels("replayed").inc()
+                idempotency.replay_error(claim)
+                return TransferOut.model_validate(claim.response_body)
+        try:
+            result = await _move_money(
+                session,
+                user_id=user_id,
+                from_account_id=from_account_id,
+                to_account_id=to_account_id,
+                amount=amount,
+            )
+        except (AccountNotFound, CurrencyMismatch, InsufficientFunds) as error:
+            TRANSFERS.labels(error.code).inc()
+            if claim is not None:
+                await _store_error_and_commit(session, claim, error)
+            raise
+        if claim is not None:
+            await idempotency.record_response(
+                session, claim, status=201, body=result.model_dump(mode="json")
+            )
+        TRANSFERS.labels("created").inc()
+        return result
+
+    return await run_with_retry(session, attempt)
+
+
+async def _store_error_and_commit(
+    session: AsyncSession, claim: idempotency.Claim, error: AppError
+) -> None:
+    # The locks taken so far are released by this commit; no money moved.
+    await idempotency.record_response(
+        session, claim, status=error.status_code, body=idempotency.error_response_body(error)
+    )
+    await session.commit()
+
+
+async def _move_money(
+    session: AsyncSession,
+    *,
+    user_id: int,
+    from_account_id: int,
+    to_account_id: int,
+    amount: Decimal,
+) -> TransferOut:
+    rows = await repository.lock_account_pair(session, from_account_id, to_account_id)
+    locked = {a.id: a for a in rows}
+    source = locked.get(from_account_id)
+    target = locked.get(to_account_id)
+    if source is None or source.owner_id != user_id:
+        raise AccountNotFound("From-account not found")
+    if target is None:
+        raise AccountNotFound("To-account not found")
+    if source.currency != target.currency:
+        raise CurrencyMismatch(source.currency, target.currency)
+    if source.balance < amount:
+        raise InsufficientFunds()
+    written = await repository.write_transfer(
+        session,
+        from_id=from_account_id,
+        to_id=to_account_id,
+        amount=amount,
+        currency=source.currency,
+    )
+    return TransferOut(
+        id=written.id,
+        from_account_id=from_account_id,
+        to_account_id=to_account_id,
+        amount=amount,
+        currency=source.currency,
+        created_at=written.created_at,
+    )
+
+
+async def credit_payment(
+    session: AsyncSession, *, account_id: int, amount: Decimal, payment_id: int
+) -> Decimal:
+    """Credit a succeeded payment to its account with one ledger entry; the
+    only way money enters the ledger. The caller holds the payment's row lock
+    and has checked that it was not credited before (a unique constraint on
+    the entry's payment_id backs that up). Returns the new balance."""
+    return await repository.credit_account(
+        session, account_id=account_id, amount=amount, payment_id=payment_id
+    )
