@@ -3,6 +3,7 @@ from typing import Optional
 from fastapi import Form
 from pydantic import BaseModel, EmailStr, Field, field_validator
 
+from app.core.security import MAX_PASSWORD_BYTES
 from app.users.schemas import check_password_strength
 
 
@@ -41,7 +42,7 @@ class PasswordResetRequest(BaseModel):
 
 class PasswordResetConfirm(BaseModel):
     token: str = Field(min_length=1, max_length=256)
-    new_password: str = Field(max_length=1000)
+    new_password: str = Field(min_length=8, max_length=MAX_PASSWORD_BYTES)
 
     @field_validator("new_password")
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Dict, Union
 
 from fastapi import Path
 from pydantic import BaseModel, Field
@@ -20,6 +20,20 @@ class ErrorResponse(BaseModel):
     code: str
 
 
-def error_responses(*statuses: int) -> dict:
-    """OpenAPI `responses=` entries for the error statuses a route can return."""
-    return {status: {"model": ErrorResponse} for status in statuses}
+def error_responses(*statuses: int) -> Dict[Union[int, str], Dict[str, Any]]:
+    """OpenAPI `responses=` entries for the error statuses a route can return.
+
+    400 and 413 are always listed: besides our JSON errors, the HTTP server
+    answers a request it cannot parse (malformed headers) with plain text, and
+    any body over MAX_BODY_BYTES is refused with 413.
+    """
+    responses: Dict[Union[int, str], Dict[str, Any]] = {
+        status: {"model": ErrorResponse} for status in statuses
+    }
+    responses[400] = {
+        "model": ErrorResponse,
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+    # Any request body over the size limit.
+    responses.setdefault(413, {"model": ErrorResponse})
+    return responses

@@ -16,7 +16,6 @@ from app.ledger.schemas import (
     LedgerEntryOut,
     TransferCreate,
     TransferOut,
-    responses_with_plain_400,
 )
 
 router = APIRouter(prefix="/api", tags=["ledger"], route_class=KeelRoute)
@@ -82,7 +81,7 @@ async def list_entries(
     "/transfers",
     response_model=TransferOut,
     status_code=status.HTTP_201_CREATED,
-    responses=responses_with_plain_400(401, 404, 409, 422),
+    responses=error_responses(401, 404, 409, 422),
 )
 async def create_transfer(
     body: TransferCreate,

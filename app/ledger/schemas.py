@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, model_validator
 from typing_extensions import Annotated
 
-from app.core.schemas import DbId, error_responses
+from app.core.schemas import DbId
 from app.ledger.currencies import ISO_4217
 from app.ledger.money import MoneyOut, PositiveAmount
 
@@ -71,14 +71,3 @@ class LedgerEntryOut(BaseModel):
     amount: MoneyOut
     balance_after: MoneyOut
     created_at: datetime
-
-
-def responses_with_plain_400(*statuses: int) -> Dict[int, Any]:
-    """`error_responses(...)`, where 400 may also be the HTTP server's own
-    plain-text answer to a request it cannot parse (malformed headers)."""
-    responses = error_responses(*statuses)
-    responses[400] = {
-        **responses.get(400, error_responses(400)[400]),
-        "content": {"text/plain": {"schema": {"type": "string"}}},
-    }
-    return responses

@@ -8,8 +8,8 @@ from typing_extensions import Annotated
 from app.auth.dependencies import CurrentUser
 from app.core.db import DbSession
 from app.core.routing import KeelRoute
+from app.core.schemas import error_responses
 from app.ledger.dependencies import IdempotencyKeyHeader
-from app.ledger.schemas import responses_with_plain_400
 from app.payments import service
 from app.payments.schemas import PaymentCreate, PaymentOut, WebhookAck
 
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api", tags=["payments"], route_class=KeelRoute)
     "/pay",
     response_model=PaymentOut,
     status_code=200,
-    responses=responses_with_plain_400(401, 402, 404, 409, 422, 502),
+    responses=error_responses(401, 402, 404, 409, 422, 502),
 )
 async def pay(
     body: PaymentCreate,
@@ -42,7 +42,7 @@ async def pay(
     "/payments/webhook",
     response_model=WebhookAck,
     status_code=200,
-    responses=responses_with_plain_400(),
+    responses=error_responses(),
 )
 async def payment_webhook(
     request: Request,
