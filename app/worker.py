@@ -80,25 +80,36 @@ celery_app = Celery("keel", set_as_current=True)
 celery_app.add_defaults(_config)
 
 
+# The outbox sweep runs in every pool process, never in the parent: a
+# prefork parent that held DB/Redis sockets would hand copies to each child
+# it forks, and a child closing a stale copy (after billiard closed and
+# reused the descriptor number) would cut one of its own live connections.
 @worker_process_init.connect
 def _start_process_runtime(**_: Any) -> None:
     from app.jobs.runner import start_runtime
+    from app.jobs.sweep import start_sweeper
 
     start_runtime()
+    start_sweeper()
 
 
 @worker_process_shutdown.connect
 def _stop_process_runtime(**_: Any) -> None:
     from app.jobs.runner import stop_runtime
+    from app.jobs.sweep import stop_sweeper
 
+    stop_sweeper()
     stop_runtime()
 
 
 @worker_ready.connect
-def _start_sweep(**_: Any) -> None:
-    from app.jobs.sweep import start_sweeper
+def _start_sweep_in_solo_worker(sender: Any = None, **_: Any) -> None:
+    # The solo pool has no child processes: the worker itself sweeps.
+    pool = getattr(sender, "pool", None)
+    if pool is not None and "solo" in type(pool).__module__:
+        from app.jobs.sweep import start_sweeper
 
-    start_sweeper()
+        start_sweeper()
 
 
 @worker_shutdown.connect

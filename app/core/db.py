@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, AsyncIterator, Dict, Optional
 
 from fastapi import Depends
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -42,22 +44,51 @@ def resolve_database_url(settings: Settings) -> str:
     return embedded_database_url(settings.data_dir)
 
 
+def install_idle_pre_ping(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Pessimistic disconnect handling that is free under load: a connection
+    is pinged at checkout only if it sat idle in the pool for `idle_seconds`.
+    A dead one is replaced (DisconnectionError makes the pool reconnect), so
+    requests after a database restart succeed without a process restart.
+    A connection that died while busy fails its request with a 503, and the
+    disconnect invalidates the rest of the pool."""
+    pool = engine.sync_engine.pool
+    dbapi_error = engine.dialect.loaded_dbapi.Error
+
+    @event.listens_for(pool, "checkin")
+    def _mark_idle(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < idle_seconds:
+            return  # brand new, or in use a moment ago
+        try:
+            dbapi_connection.ping()
+        except (dbapi_error, OSError) as exc:
+            raise DisconnectionError("connection failed its idle ping") from exc
+
+
 def build_engine(settings: Settings, url: Optional[str] = None) -> AsyncEngine:
     server_settings = {"application_name": "keel"}
     if settings.db_statement_timeout_ms:
         server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
-    return create_async_engine(
+    engine = create_async_engine(
         url or resolve_database_url(settings),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         pool_recycle=settings.db_pool_recycle,
-        pool_pre_ping=settings.db_pool_pre_ping,
+        # Replaced by install_idle_pre_ping, which skips recently used connections.
+        pool_pre_ping=False,
         connect_args={
             "timeout": settings.db_connect_timeout,
             "server_settings": server_settings,
         },
     )
+    if settings.db_pool_pre_ping:
+        install_idle_pre_ping(engine, settings.db_pre_ping_idle_seconds)
+    return engine
 
 
 class Database:

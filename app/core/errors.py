@@ -193,6 +193,10 @@ class InvalidData(AppError):
     message = "The input contains a value the database cannot store"
 
 
+def _sqlstate(exc: Exception) -> str:
+    return str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
+
+
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     # Connection-level failures mean the database is down or unreachable: a
     # fast, retryable 503 rather than a 500.
@@ -202,7 +206,7 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
         logger.warning("database unavailable: %s", type(exc).__name__)
         err = DatabaseUnavailable()
         return JSONResponse(error_body(err.detail, err.code), 503, headers=err.headers)
-    if isinstance(exc, DataError):
+    if isinstance(exc, DataError) or _sqlstate(exc).startswith("22"):
         # SQLSTATE class 22 (bad encoding, out-of-range value): input the
         # validators let through. A 422, logged so the validator gets fixed.
         logger.warning("database rejected input on %s: %s", request.url.path, exc.orig)

@@ -35,14 +35,23 @@ class StrictJSONRequest(Request):
 def _reject_unstorable_text(body: bytes, value: Any) -> None:
     # Surrogate pairs decode to one valid code point; only lone halves fail here.
     try:
-        text = json.dumps(value, ensure_ascii=False)
-        text.encode("utf-8")
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:
         raise json.JSONDecodeError(
             "lone surrogate in string", body.decode("ascii", "replace"), 0
         ) from exc
-    if "\x00" in text:
+    if _contains_nul(value):
         raise json.JSONDecodeError("NUL character in string", body.decode("ascii", "replace"), 0)
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    return False
 
 
 class KeelRoute(APIRoute):

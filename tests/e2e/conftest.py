@@ -161,12 +161,16 @@ class RedisServer:
         self.proc = None
 
 
+STALL_ALL = "*"
+
+
 class MailBehaviour:
     """What the test SMTP server does with each message, keyed by Message-ID.
 
     `fail_codes`: reply with this SMTP status (e.g. 451, 550) to everything.
     `stall_ids`: hold these messages (no reply) until released, then refuse
     with 451 -- the client never sees success, so nothing is delivered.
+    STALL_ALL in `stall_ids` holds every message.
     """
 
     def __init__(self) -> None:
@@ -197,7 +201,7 @@ class TestSmtpHandler:
 
         b = self.behaviour
         message_id = str(message_from_bytes(envelope.original_content)["Message-ID"])
-        if message_id in b.stall_ids:
+        if message_id in b.stall_ids or STALL_ALL in b.stall_ids:
             if b._release is None:
                 b._loop = asyncio.get_running_loop()
                 b._release = asyncio.Event()

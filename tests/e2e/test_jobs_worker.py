@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable, Dict, List
 import pytest
 
 from tests.conftest import unique_email
-from tests.e2e.conftest import MailBehaviour, RedisServer, TestSmtpHandler
+from tests.e2e.conftest import STALL_ALL, MailBehaviour, RedisServer, TestSmtpHandler
 
 pytestmark = pytest.mark.e2e
 
@@ -183,20 +183,18 @@ async def test_killed_pool_child_mid_send_job_completes_and_email_arrives_once(
     mailbox: TestSmtpHandler,
     mail_behaviour: MailBehaviour,
 ) -> None:
-    stall_next = "<stall>"  # set below, once the job id is known
-    mail_behaviour.stall_ids.add(stall_next)
+    # Hold every message: the worker may reach DATA before we know the id.
+    mail_behaviour.stall_ids.add(STALL_ALL)
     user = await sign_up(committed_client)
     job_id = await welcome_job_id(committed_db, user["id"])
     message_id = await message_id_of(committed_db, job_id)
-    # The worker may already be sending: stall it if it has not reached DATA yet.
-    mail_behaviour.stall_ids.add(message_id)
     await wait_status(committed_db, job_id, "running")
     await asyncio.get_running_loop().run_in_executor(None, mail_behaviour.stalled.wait, 15)
     assert mail_behaviour.stalled.is_set()
 
     [child] = worker.pool_children()
     os.kill(child, signal.SIGKILL)
-    mail_behaviour.stall_ids.discard(message_id)
+    mail_behaviour.stall_ids.discard(STALL_ALL)
 
     done = await wait_status(committed_db, job_id, "succeeded", timeout=30)
     assert done["deliveries"] == 2 and done["attempts"] == 1
@@ -213,13 +211,13 @@ async def test_whole_worker_killed_mid_send_sweep_redelivers_once(
     mail_behaviour: MailBehaviour,
 ) -> None:
     first = worker
+    mail_behaviour.stall_ids.add(STALL_ALL)
     user = await sign_up(committed_client)
     job_id = await welcome_job_id(committed_db, user["id"])
     message_id = await message_id_of(committed_db, job_id)
-    mail_behaviour.stall_ids.add(message_id)
     await asyncio.get_running_loop().run_in_executor(None, mail_behaviour.stalled.wait, 15)
     first.kill_everything()
-    mail_behaviour.stall_ids.discard(message_id)
+    mail_behaviour.stall_ids.discard(STALL_ALL)
 
     worker_pool.start_new()  # kombu would redeliver only after the visibility timeout
     done = await wait_status(committed_db, job_id, "succeeded", timeout=30)

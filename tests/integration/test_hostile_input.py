@@ -15,6 +15,8 @@ BAD_BODIES = [
     b'{"title": {"nested": [1, 2, 3]}}',
     b"\xff\xfe\x00garbage",
     b'{"title": "\\ud800"}',
+    b'{"title": "a\\u0000b", "body": "x"}',
+    b'{"title": "ok", "body": "nul \\u0000 inside"}',
     b"1e999999",
     b"[" * 5000 + b"]" * 5000,
 ]
