@@ -209,7 +209,7 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, DataError) or _sqlstate(exc).startswith("22"):
         # SQLSTATE class 22 (bad encoding, out-of-range value): input the
         # validators let through. A 422, logged so the validator gets fixed.
-        logger.warning("database rejected input on %s: %s", request.url.path, exc.orig)
+        logger.warning("database rejected input on %s: %s", request.url.path, _sqlstate(exc))
         invalid = InvalidData()
         return JSONResponse(error_body(invalid.detail, invalid.code), 422)
     return await _unhandled_error(request, exc)
