@@ -161,6 +161,8 @@ async def test_provider_is_called_with_the_pending_payment_committed_and_no_tran
     user = await signed_up_user(committed_client)
     account = await open_account(committed_client, user)
     seen: Dict[str, Any] = {}
+    async with engine.connect() as conn:
+        started = (await conn.execute(text("SELECT clock_timestamp()"))).scalar_one()
 
     async def observing_charge(**kwargs: Any) -> provider.ChargeResult:
         async with engine.connect() as conn:
@@ -172,10 +174,14 @@ async def test_provider_is_called_with_the_pending_payment_committed_and_no_tran
             ).scalar_one()
             seen["open"] = (
                 await conn.execute(
+                    # Transactions this request could have opened (not leftovers
+                    # of earlier tests' processes): started during this test.
                     text(
                         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                         " AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
-                    )
+                        " AND xact_start >= :started"
+                    ),
+                    {"started": started},
                 )
             ).scalar_one()
         return provider.ChargeResult(provider_payment_id="pi_observed")
