@@ -12,7 +12,9 @@ flushed before and after the run):
    random 48-byte SECRET_KEY, BCRYPT_ROUNDS=12, fake payment provider);
 2. seeds through the API: one reader with 100 posts; 8 users with 25 USD
    accounts each, every account funded with 50.00 by POST /api/pay;
-3. runs closed-loop clients (each sends its next request when the previous
+3. measures an unloaded baseline: each endpoint alone, one client,
+   sequential requests (30 each; 2 sign-ups, 2 CSV uploads);
+4. runs closed-loop clients (each sends its next request when the previous
    one answered) for --duration seconds after a short warm-up, spread over
    --procs client processes (asyncio + httpx, keep-alive). With 64 clients:
    - 1 sign-up client (POST /api/users; bcrypt cost 12 is ~0.2 s of CPU per
@@ -23,16 +25,17 @@ flushed before and after the run):
      POST /api/transfers (random amount 0.01-20.00 between random seeded
      accounts, from one the client's user owns) and POST /api/predict
      (30 features, rows of the held-out set);
-4. prints per endpoint: clients, count, req/s, p50/p99/max latency, expected
-   non-2xx answers, and errors. Expected statuses (anything else, and any
-   transport error or timeout, is an error; errors must be 0):
+5. prints per endpoint: clients, count, req/s, p50/p99/max latency, idle p50
+   and the loaded/idle p50 ratio, expected non-2xx answers, and errors.
+   Expected statuses (anything else, and any transport error or timeout, is
+   an error; errors must be 0):
    - GET /api/users/me, GET /api/posts, POST /api/predict: 200
    - POST /api/upload-csv: 200, with total_rows/unique_emails as generated
    - POST /api/users: 201
    - POST /api/transfers: 201, or 400 with code `insufficient_funds` (money
      drifts between accounts at random, so some run dry: that is the rule
      working, not a failure)
-5. reports client and server CPU (server = gunicorn master + workers; the
+6. reports client and server CPU (server = gunicorn master + workers; the
    PostgreSQL backends are not counted), scans the server log for
    tracebacks, 5xx and worker timeouts, and checks the ledger afterwards
    (sum of balances = sum of payments, no negative balance, one transfer
@@ -336,6 +339,34 @@ async def run_shard_async(
     return records
 
 
+BASELINE_REQUESTS = {ME: 30, POSTS: 30, TRANSFER: 30, PREDICT: 30, SIGNUP: 2, CSV_UPLOAD: 2}
+
+
+async def run_baseline(base: str, seed: Seed) -> Dict[str, Record]:
+    """Each endpoint alone, one client, sequential requests: the unloaded
+    latency the loaded figures are compared with."""
+    records = {endpoint: Record() for endpoint in ENDPOINTS}
+    rng = random.Random(0)
+    async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(30.0)) as http:
+        for endpoint in ENDPOINTS:
+            record = records[endpoint]
+            for _ in range(BASELINE_REQUESTS[endpoint]):
+                method, url, kwargs = build_request(endpoint, 0, seed, rng)
+                started = time.monotonic()
+                try:
+                    response = await http.request(method, url, **kwargs)
+                except httpx.HTTPError as error:
+                    outcome, ok = f"transport {type(error).__name__}", False
+                    record.samples.append(f"baseline {outcome}: {error}")
+                else:
+                    outcome, ok, detail = classify(endpoint, response, seed)
+                    if not ok:
+                        record.samples.append(f"baseline {outcome}: {detail}")
+                record.latencies.append(time.monotonic() - started)
+                (record.outcomes if ok else record.errors)[outcome] += 1
+    return records
+
+
 def run_shard(args: Tuple[str, List[Tuple[str, int]], Seed, float, float]) -> Dict[str, Record]:
     return asyncio.run(run_shard_async(*args))
 
@@ -545,6 +576,8 @@ def main() -> int:
                 csv_rows=csv_rows,
                 csv_unique=csv_unique,
             )
+            print("unloaded baseline: one client, each endpoint alone ...", flush=True)
+            baseline = asyncio.run(run_baseline(srv.base, seed))
             roles = assign_roles(args.clients)
             shards: List[List[Tuple[str, int]]] = [[] for _ in range(max(1, args.procs))]
             for position, role in enumerate(roles):
@@ -588,6 +621,8 @@ def main() -> int:
                 target.warmup_errors += record.warmup_errors
                 target.warmup_outcomes.update(record.warmup_outcomes)
                 target.samples += record.samples
+        for endpoint, record in baseline.items():
+            merged[endpoint].samples += record.samples
         clients_per = Counter(endpoint for endpoint, _ in roles)
 
         rows = []
@@ -599,6 +634,8 @@ def main() -> int:
                 label: n for label, n in sorted(record.outcomes.items()) if int(label[:3]) >= 300
             }
             n_errors = sum(record.errors.values()) + record.warmup_errors
+            idle = summary_ms(baseline[endpoint].latencies)
+            n_errors += sum(baseline[endpoint].errors.values())
             total += len(record.latencies)
             errors += n_errors
             rows.append(
@@ -609,6 +646,8 @@ def main() -> int:
                     "req/s": len(record.latencies) / duration,
                     "p50 ms": stats["p50"],
                     "p99 ms": stats["p99"],
+                    "idle p50 ms": idle["p50"],
+                    "p50 x idle": stats["p50"] / idle["p50"],
                     "max ms": max(record.latencies) * 1000 if record.latencies else float("nan"),
                     "expected": " or ".join(describe_expected(endpoint)),
                     "expected non-2xx seen": ", ".join(
@@ -624,6 +663,10 @@ def main() -> int:
             rows,
         )
         cores = os.cpu_count() or 1
+        print(
+            "idle p50: the same endpoint alone, one client, sequential requests, before the load; "
+            "p50 x idle = loaded p50 / idle p50 (64 clients on 2 cores queue, so >> 1 is expected)"
+        )
         print(f"\ntotal: {total} requests, {total / duration:.0f} req/s, errors {errors}")
         print(
             f"CPU over {wall:.1f} s wall on {cores} cores: server (gunicorn tree) "
@@ -653,9 +696,13 @@ def main() -> int:
         if server_counts.get("5xx answers", 0):
             failures.append(f"{server_counts['5xx answers']:.0f} 5xx answers in /metrics")
 
-        # Warm-up requests wrote too.
-        signups = merged[SIGNUP].outcomes["201"] + merged[SIGNUP].warmup_outcomes["201"]
-        transfers = merged[TRANSFER].outcomes["201"] + merged[TRANSFER].warmup_outcomes["201"]
+        # Baseline and warm-up requests wrote too.
+        signups, transfers = (
+            merged[name].outcomes["201"]
+            + merged[name].warmup_outcomes["201"]
+            + baseline[name].outcomes["201"]
+            for name in (SIGNUP, TRANSFER)
+        )
         problems = asyncio.run(ledger_check(url, transfers, signups))
         failures += problems
 
