@@ -18,6 +18,7 @@ import tempfile
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
@@ -94,11 +95,26 @@ def bench_database() -> Iterator[str]:
         _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@dataclass
+class Server:
+    """A running API process: its base URL, the process, and its log file."""
+
+    base: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
 @contextmanager
-def server(
-    env: Dict[str, str], *, workers: int = 1, argv: Optional[List[str]] = None
-) -> Iterator[str]:
-    """Run the API (uvicorn, N workers) with `env`; yields its base URL."""
+def server_process(
+    env: Dict[str, str],
+    *,
+    workers: int = 1,
+    argv: Optional[List[str]] = None,
+    log: Optional[Path] = None,
+) -> Iterator[Server]:
+    """Run the API with `env` until healthy; yields a Server. `argv` replaces
+    the default uvicorn command ("{port}" in it is replaced by a free port);
+    stdout/stderr go to `log` (a temporary file by default)."""
     port = free_port()
     command = argv or [
         sys.executable,
@@ -114,15 +130,18 @@ def server(
         "--no-access-log",
     ]
     command = [part.replace("{port}", str(port)) for part in command]
-    log = tempfile.NamedTemporaryFile(prefix="keel-bench-", suffix=".log", delete=False)
-    proc = subprocess.Popen(
-        command, env={**os.environ, **env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-    )
+    if log is None:
+        with tempfile.NamedTemporaryFile(prefix="keel-bench-", suffix=".log", delete=False) as f:
+            log = Path(f.name)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            command, env={**os.environ, **env}, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited; log: {log.name}")
+            raise RuntimeError(f"server exited; log: {log}")
         try:
             if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                 break
@@ -130,16 +149,59 @@ def server(
             pass
         if time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError(f"server not healthy; log: {log.name}")
+            raise RuntimeError(f"server not healthy; log: {log}")
         time.sleep(0.1)
     try:
-        yield base
+        yield Server(base=base, proc=proc, log=log)
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def server(
+    env: Dict[str, str], *, workers: int = 1, argv: Optional[List[str]] = None
+) -> Iterator[str]:
+    """Run the API (uvicorn, N workers) with `env`; yields its base URL."""
+    with server_process(env, workers=workers, argv=argv) as running:
+        yield running.base
+
+
+def _children(pid: int) -> List[int]:
+    found: List[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return found
+    for tid in tasks:
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/children").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        found += [int(child) for child in text.split()]
+    return found
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds used so far by `pid` and its live descendants
+    (Linux /proc; a gunicorn master and its workers, for example)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            stat = Path(f"/proc/{current}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        pending += _children(current)
+    return total
 
 
 def ensure_wrk() -> str:
