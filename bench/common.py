@@ -57,15 +57,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _admin(statement: str) -> None:
+def admin_execute(server_url: str, statement: str) -> None:
+    """Run one statement (CREATE/DROP DATABASE) on a server's maintenance db."""
     import asyncpg
     from sqlalchemy.engine import make_url
 
-    url = make_url(ADMIN_URL)
+    url = make_url(server_url)
 
     async def run() -> None:
         conn = await asyncpg.connect(
             user=url.username or "postgres",
+            password=url.password,
             host=url.host or url.query.get("host"),
             port=url.port,
             database=url.database or "postgres",
@@ -76,6 +78,10 @@ def _admin(statement: str) -> None:
             await conn.close()
 
     asyncio.run(run())
+
+
+def _admin(statement: str) -> None:
+    admin_execute(ADMIN_URL, statement)
 
 
 @contextmanager

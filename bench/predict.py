@@ -19,12 +19,10 @@ database.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +35,8 @@ from typing import Any, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from common import admin_execute, free_port  # noqa: E402
 
 CONCURRENCY = (1, 16, 64)
 KINDS = ("logreg", "forest")
@@ -162,12 +162,6 @@ def serve_keel_light_auth(port: int) -> None:
 
 
 # --------------------------------------------------------------------- harness
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def post(url: str, body: bytes, headers: Dict[str, str], timeout: float = 2.0) -> int:
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
@@ -268,32 +262,10 @@ def prepare_database(data_dir: Path) -> Dict[str, str]:
     server_url = os.environ.get("DATABASE_URL") or embedded.embedded_database_url(data_dir)
     redis_url = os.environ.get("REDIS_URL") or embedded.embedded_redis_url(data_dir)
     name = f"keel_bench_{uuid.uuid4().hex[:8]}"
-    admin(server_url, f'CREATE DATABASE "{name}"')
+    admin_execute(server_url, f'CREATE DATABASE "{name}"')
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
     upgrade(url)
     return {"server_url": server_url, "database_url": url, "redis_url": redis_url, "name": name}
-
-
-def admin(server_url: str, statement: str) -> None:
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    url = make_url(server_url).set(drivername="postgresql")
-
-    async def run() -> None:
-        conn = await asyncpg.connect(
-            user=url.username or "postgres",
-            password=url.password,
-            host=url.host or url.query.get("host"),
-            port=url.port,
-            database=url.database or "postgres",
-        )
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
 
 
 def bench_token(base: str) -> str:
@@ -475,7 +447,7 @@ def main() -> int:
     finally:
         for server in servers:
             server.stop()
-        admin(db["server_url"], f'DROP DATABASE IF EXISTS "{db["name"]}" WITH (FORCE)')
+        admin_execute(db["server_url"], f'DROP DATABASE IF EXISTS "{db["name"]}" WITH (FORCE)')
         shutil.rmtree(work, ignore_errors=True)
 
     print("\nratios at c=64 (req/s against naive, same run):")
