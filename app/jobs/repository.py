@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.jobs.models import QUEUED, RETRYING, RUNNING, Job
+from app.jobs.models import QUEUED, RETRYING, RUNNING, SUCCEEDED, Job
 
 
 async def insert_job(
@@ -39,6 +39,42 @@ async def lock_job(session: AsyncSession, job_id: int, *, skip_locked: bool) -> 
         .execution_options(populate_existing=True)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def claim_due_job(
+    session: AsyncSession, job_id: int, *, kind: str, due_before: datetime
+) -> Optional[int]:
+    """The common claim in one statement: a queued/retrying job of this kind,
+    due before `due_before` and not locked by anyone (SKIP LOCKED), becomes
+    `running` with one more delivery. Returns that delivery number, or None
+    when the row is missing, locked, or needs the careful path (lock_job)."""
+    unlocked = (
+        select(Job.id).where(Job.id == job_id).with_for_update(skip_locked=True).scalar_subquery()
+    )
+    stmt = (
+        update(Job)
+        .where(
+            Job.id == unlocked,
+            Job.kind == kind,
+            Job.status.in_((QUEUED, RETRYING)),
+            Job.available_at <= due_before,
+        )
+        .values(status=RUNNING, deliveries=Job.deliveries + 1)
+        .returning(Job.deliveries)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def mark_succeeded(session: AsyncSession, job_id: int) -> None:
+    """Record success (in the caller's transaction, with the job's effects)."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id)
+        .values(status=SUCCEEDED, attempts=Job.attempts + 1, last_error=None)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(stmt)
 
 
 async def list_jobs(

@@ -126,9 +126,10 @@ async def execute_job(
         except Exception as exc:
             logger.exception("job %s (%s) failed unexpectedly", job_id, kind)
             return await _record_failure(session, job_id, delivery, exc, settings, permanent=False)
-        job.status = SUCCEEDED
-        job.attempts += 1
-        job.last_error = None
+        # Core UPDATE: same row, same transaction as the handler's effects,
+        # without a unit-of-work flush (the handler may still have pending ORM
+        # changes: commit flushes those).
+        await repository.mark_succeeded(session, job_id)
         await session.commit()
         return Outcome(SUCCEEDED)
 
@@ -136,6 +137,14 @@ async def execute_job(
 async def _claim(
     session: AsyncSession, job_id: int, kind: str, settings: Settings
 ) -> int | Outcome:
+    # Fast path (one statement): a due queued/retrying job nobody is running.
+    delivery = await repository.claim_due_job(
+        session, job_id, kind=kind, due_before=utcnow() + _EARLY_TOLERANCE
+    )
+    if delivery is not None:
+        await session.commit()
+        return delivery
+    # Everything else (missing, locked, done, not due, lost runs, wrong kind).
     job = await repository.lock_job(session, job_id, skip_locked=True)
     if job is None:
         await session.rollback()
