@@ -81,7 +81,7 @@ def render_message(email: OutgoingEmail, settings: Settings) -> Optional[bytes]:
     subject = email.subject
     if "\r" in subject or "\n" in subject:
         raise ValueError("header values may not contain line breaks")
-    part["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")
+    part["Subject"] = subject if subject.isascii() else Header(subject, "utf-8").encode()
     part["Date"] = formatdate(usegmt=True)
     part["Message-ID"] = email.message_id
     return part.as_bytes(policy=_SMTP_COMPAT32)
@@ -148,6 +148,7 @@ class Mailer:
                     sender = parseaddr(self.settings.mail_from)[1]
                     await self._client.sendmail(sender, [email.to], raw)
                 else:
+                    assert message is not None
                     await self._client.send_message(message)
             except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
                 # After any failure the session state is unknown: start afresh next time.
