@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Dict, Iterator, List
 
@@ -156,17 +157,24 @@ async def client(app: Any, session: Any) -> AsyncIterator[Any]:
     """ASGI client whose requests share the test's rolled-back transaction."""
     import httpx
 
+    from app.auth import principal
     from app.core.db import get_db
 
     async def override_get_db() -> AsyncIterator[Any]:
         yield session
         await session.commit()
 
+    @asynccontextmanager
+    async def shared_session() -> AsyncIterator[Any]:
+        yield session
+
     app.dependency_overrides[get_db] = override_get_db
+    principal.open_session = shared_session
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http
     app.dependency_overrides.pop(get_db, None)
+    principal.open_session = principal._open_session
 
 
 @pytest.fixture
@@ -192,10 +200,12 @@ async def committed_client(app: Any, committed_db: Any) -> AsyncIterator[Any]:
 
 @pytest.fixture(autouse=True)
 async def _clean_redis() -> AsyncIterator[None]:
-    """Throttle counters must not leak between tests."""
+    """Throttle counters and cached principals must not leak between tests."""
+    from app.auth.principal import principal_cache
     from app.core.redis import get_redis, set_redis
 
     yield
+    principal_cache.clear()
     client = get_redis()
     await client.flushdb()
     await client.aclose()

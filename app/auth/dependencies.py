@@ -6,6 +6,7 @@ from fastapi import Depends
 from fastapi.security import OAuth2PasswordBearer
 from typing_extensions import Annotated
 
+from app.auth.principal import Principal, authenticate_principal
 from app.auth.service import authenticate_access_token
 from app.core.db import DbSession
 from app.core.errors import Forbidden, NotAuthenticated
@@ -33,5 +34,17 @@ async def get_current_superuser(
     return user
 
 
+async def get_current_principal(
+    token: Annotated[Optional[str], Depends(oauth2_scheme)],
+) -> Principal:
+    if not token:
+        raise NotAuthenticated()
+    principal = await authenticate_principal(token)
+    user_id_var.set(principal.id)
+    return principal
+
+
 CurrentUser = Annotated[User, Depends(get_current_user)]
+# Identity only, no request transaction: see app/auth/principal.py.
+CurrentPrincipal = Annotated[Principal, Depends(get_current_principal)]
 CurrentSuperuser = Annotated[User, Depends(get_current_superuser)]

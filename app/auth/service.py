@@ -11,6 +11,7 @@ import jwt
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import repository
+from app.auth.principal import principal_cache
 from app.auth.schemas import TokenPair
 from app.auth.throttle import Throttle, client_address
 from app.core.config import get_settings
@@ -120,6 +121,7 @@ async def revoke_sessions(session: AsyncSession, user: User) -> None:
     now = utcnow()
     await repository.revoke_all_for_user(session, user.id, now)
     user.tokens_valid_after = now
+    principal_cache.invalidate(user.id)
 
 
 async def authenticate_access_token(session: AsyncSession, token: str) -> User:

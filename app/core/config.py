@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     access_token_minutes: int = Field(15, ge=1)
     refresh_token_days: int = Field(14, ge=1)
     bcrypt_rounds: int = Field(12, ge=4, le=16)
+    # How long a process may trust a cached account standing (active, not
+    # revoked) for identity-only endpoints; 0 disables the cache.
+    auth_cache_seconds: float = Field(2.0, ge=0)
 
     # Unset means "use the embedded defaults" (see app/dev).
     database_url: Optional[str] = None

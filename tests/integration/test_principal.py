@@ -1,0 +1,45 @@
+"""CurrentPrincipal: identity for read-only hot paths (predictions) without
+a database round trip per request, yet revocations apply at once in the
+process that performs them."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from app.auth import service as auth_service
+from app.auth.principal import principal_cache
+from app.users.models import User
+
+FEATURES = {"features": [0.0] * 30}
+
+
+async def test_revoking_sessions_rejects_cached_principal_at_once(
+    client: Any, session: Any, make_user: Callable[..., Any], settings: Any
+) -> None:
+    from app.ml.serving import model_server
+
+    user = await make_user()
+    await model_server.start(settings.resolved_model_dir, watch_interval=0)
+    try:
+        first = await client.post("/api/predict", json=FEATURES, headers=user["headers"])
+        assert first.status_code == 200
+        assert principal_cache.get(user["id"])[0]  # now cached
+
+        db_user = await session.get(User, user["id"])
+        await auth_service.revoke_sessions(session, db_user)
+        await session.flush()
+
+        revoked = await client.post("/api/predict", json=FEATURES, headers=user["headers"])
+        assert revoked.status_code == 401
+        assert revoked.json()["code"] == "invalid_token"
+    finally:
+        await model_server.stop()
+
+
+async def test_predict_requires_a_valid_token(client: Any) -> None:
+    missing = await client.post("/api/predict", json=FEATURES)
+    assert missing.status_code == 401
+    forged = await client.post(
+        "/api/predict", json=FEATURES, headers={"Authorization": "Bearer not.a.jwt"}
+    )
+    assert forged.status_code == 401 and forged.json()["code"] == "invalid_token"
