@@ -92,72 +92,15 @@ def serve_naive(kind: str, port: int) -> None:
 
 
 def serve_keel_without_auth(port: int) -> None:
-    """keel's app with the user lookup replaced: what the serving path costs alone."""
+    """keel's app with authentication replaced: what the serving path costs alone."""
     import uvicorn
 
-    from app.auth.dependencies import get_current_user
+    from app.auth.dependencies import get_current_principal
+    from app.auth.principal import Principal
     from app.main import create_app
-    from app.users.models import User
 
     app = create_app()
-    app.dependency_overrides[get_current_user] = lambda: User(id=1, email="b@x", name="b")
-    uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
-
-
-def serve_keel_light_auth(port: int) -> None:
-    """keel's app with the same token checks (signature, expiry, type; user
-    exists, is active, token not revoked by tokens_valid_after) done as ONE
-    statement on an autocommit connection without pre-ping: 1 round trip
-    instead of ping + BEGIN + SELECT + COMMIT, and no ORM session."""
-    from typing import Optional as Opt
-
-    import jwt
-    import uvicorn
-    from fastapi import Depends
-    from fastapi.security import OAuth2PasswordBearer
-    from sqlalchemy import bindparam, select
-    from sqlalchemy.ext.asyncio import create_async_engine
-    from typing_extensions import Annotated
-
-    from app.auth.dependencies import get_current_user
-    from app.core.config import get_settings
-    from app.core.errors import InvalidToken, NotAuthenticated
-    from app.core.security import ACCESS, decode_token
-    from app.main import create_app
-    from app.users.models import User
-
-    settings = get_settings()
-    engine = create_async_engine(
-        settings.database_url, pool_size=10, pool_pre_ping=False, isolation_level="AUTOCOMMIT"
-    )
-    table = User.__table__
-    query = select(table.c.is_active, table.c.tokens_valid_after).where(
-        table.c.id == bindparam("uid")
-    )
-    scheme = OAuth2PasswordBearer(tokenUrl="/token", auto_error=False)
-
-    async def light_user(token: Annotated[Opt[str], Depends(scheme)]) -> User:
-        if not token:
-            raise NotAuthenticated()
-        try:
-            claims = decode_token(token, ACCESS)
-            user_id = int(claims["sub"])
-        except (jwt.InvalidTokenError, ValueError, TypeError):
-            raise InvalidToken() from None
-        async with engine.connect() as conn:
-            row = (await conn.execute(query, {"uid": user_id})).first()
-        if row is None or not row.is_active:
-            raise InvalidToken()
-        if row.tokens_valid_after is not None and claims["iat"] < int(
-            row.tokens_valid_after.timestamp()
-        ):
-            raise InvalidToken()
-        return User(id=user_id, is_active=True)
-
-    # Local names: give FastAPI real annotations, not strings it cannot resolve.
-    light_user.__annotations__ = {"token": Annotated[Opt[str], Depends(scheme)], "return": User}
-    app = create_app()
-    app.dependency_overrides[get_current_user] = light_user
+    app.dependency_overrides[get_current_principal] = lambda: Principal(1, False, None)
     uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
 
 
@@ -292,9 +235,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--gunicorn", action="store_true")
-    parser.add_argument(
-        "--serve", choices=["naive", "keel-noauth", "keel-lightauth"], help=argparse.SUPPRESS
-    )
+    parser.add_argument("--serve", choices=["naive", "keel-noauth"], help=argparse.SUPPRESS)
     parser.add_argument("--kind", default="logreg", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -303,9 +244,6 @@ def main() -> int:
         return 0
     if args.serve == "keel-noauth":
         serve_keel_without_auth(args.port)
-        return 0
-    if args.serve == "keel-lightauth":
-        serve_keel_light_auth(args.port)
         return 0
     if shutil.which("wrk") is None:
         print("bench/predict.py needs wrk: apt-get install -y wrk", file=sys.stderr)
@@ -381,12 +319,6 @@ def main() -> int:
             variants = [
                 ("keel", [*uvicorn_argv], script_auth, auth_headers),
                 (
-                    "keel-lightauth",
-                    [python, str(Path(__file__).resolve()), "--serve", "keel-lightauth"],
-                    script_auth,
-                    auth_headers,
-                ),
-                (
                     "keel-noauth",
                     [python, str(Path(__file__).resolve()), "--serve", "keel-noauth"],
                     script_open,
@@ -453,7 +385,7 @@ def main() -> int:
     print("\nratios at c=64 (req/s against naive, same run):")
     for kind in KINDS:
         naive = results[f"{kind}/naive/c64"]["rps"]
-        for name in ("keel", "keel-lightauth", "keel-noauth", "keel-gunicorn-2w"):
+        for name in ("keel", "keel-noauth", "keel-gunicorn-2w"):
             key = f"{kind}/{name}/c64"
             if key in results:
                 print(
@@ -468,7 +400,7 @@ def main() -> int:
     print(f"  RF >= 100x naive at c=64: {goals['rf_100x']:.1f}x")
     print(f"  LR >= 10x naive at c=64:  {goals['lr_10x']:.1f}x")
     for kind in KINDS:
-        for name in ("keel", "keel-lightauth", "keel-noauth"):
+        for name in ("keel", "keel-noauth"):
             c1, c64 = results[f"{kind}/{name}/c1"], results[f"{kind}/{name}/c64"]
             print(
                 f"  {kind:7s} {name:12s} c=1 p50 {c1['p50_us'] / 1000:.3f} ms (<=0.3), "
