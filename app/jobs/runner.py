@@ -22,7 +22,7 @@ import random
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict, Optional, Union
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -136,7 +136,7 @@ async def execute_job(
 
 async def _claim(
     session: AsyncSession, job_id: int, kind: str, settings: Settings
-) -> int | Outcome:
+) -> Union[int, Outcome]:
     # Fast path (one statement): a due queued/retrying job nobody is running.
     delivery = await repository.claim_due_job(
         session, job_id, kind=kind, due_before=utcnow() + _EARLY_TOLERANCE
