@@ -51,6 +51,21 @@ def summary_ms(latencies_s: Sequence[float]) -> Dict[str, float]:
     }
 
 
+def uvicorn_argv(port: int, *extra: str) -> List[str]:
+    """The command that runs one uvicorn process of the API on 127.0.0.1:port."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *extra,
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -38,7 +38,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
-from common import free_port
+from common import free_port, uvicorn_argv
 from fastapi import FastAPI, UploadFile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -278,18 +278,7 @@ def server_env() -> Dict[str, str]:
 
 def start_keel(env: Dict[str, str]) -> Server:
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app.main:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
+    argv = uvicorn_argv(port, "--log-level", "warning")
     return Server("keel", argv, env, port)
 
 

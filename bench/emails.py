@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from celery import Celery  # noqa: E402
+from common import free_port, uvicorn_argv  # noqa: E402
 
 noop_app = Celery("bench_noop")
 noop_app.conf.update(
@@ -50,12 +50,6 @@ def noop() -> None:
     except NameError:
         client = _counter = redis.Redis.from_url(noop_app.conf.broker_url)
     client.incr("bench:noop:done")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -295,19 +289,7 @@ def main() -> int:
         noops = measure_noops(env, broker_url, args.noops)
         procs.append(
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "app.main:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                ],
+                uvicorn_argv(port, "--log-level", "warning", "--no-access-log"),
                 env=env,
                 cwd=str(ROOT),
             )
