@@ -158,7 +158,7 @@ async def client(app: Any, session: Any) -> AsyncIterator[Any]:
     import httpx
 
     from app.auth import principal
-    from app.core.db import get_db
+    from app.core.db import Reader, get_db, get_reader
 
     async def override_get_db() -> AsyncIterator[Any]:
         yield session
@@ -168,12 +168,17 @@ async def client(app: Any, session: Any) -> AsyncIterator[Any]:
     async def shared_session() -> AsyncIterator[Any]:
         yield session
 
+    async def override_get_reader() -> Reader:
+        return Reader(shared_session)
+
     app.dependency_overrides[get_db] = override_get_db
+    app.dependency_overrides[get_reader] = override_get_reader
     principal.open_session = shared_session
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http
     app.dependency_overrides.pop(get_db, None)
+    app.dependency_overrides.pop(get_reader, None)
     principal.open_session = principal._open_session
 
 

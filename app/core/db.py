@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, AsyncIterator, Dict, Optional
+from typing import Any, AsyncContextManager, AsyncIterator, Callable, Dict, Optional
 
 from fastapi import Depends
-from sqlalchemy import MetaData, event
+from sqlalchemy import Executable, MetaData, Result, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -19,6 +19,7 @@ from sqlalchemy.orm import DeclarativeBase
 from typing_extensions import Annotated
 
 from app.core.config import Settings, get_settings
+from app.core.pool import FairAsyncQueuePool
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ def build_engine(settings: Settings, url: Optional[str] = None) -> AsyncEngine:
         server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
     engine = create_async_engine(
         url or resolve_database_url(settings),
+        poolclass=FairAsyncQueuePool,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
@@ -91,16 +93,38 @@ def build_engine(settings: Settings, url: Optional[str] = None) -> AsyncEngine:
     return engine
 
 
+class Reader:
+    """Runs read-only statements, each in autocommit mode on a connection
+    checked out for that statement alone.
+
+    A one-statement read costs one round trip (no BEGIN/COMMIT), sees one
+    consistent snapshot, and holds a pool connection only while PostgreSQL
+    works, not while the request renders its response. No ORM session: rows
+    come back as Core `Row`s. `execute` returns a buffered result, usable after
+    the connection went back to the pool.
+    """
+
+    def __init__(self, connect: Callable[[], AsyncContextManager[Any]]) -> None:
+        self._connect = connect
+
+    async def execute(self, statement: Executable) -> Result[Any]:
+        async with self._connect() as connection:
+            return await connection.execute(statement)
+
+
 class Database:
     """Holds the process's engine and session factory, created lazily."""
 
     def __init__(self) -> None:
         self._engine: Optional[AsyncEngine] = None
         self._sessionmaker: Optional[async_sessionmaker[AsyncSession]] = None
+        self._reader: Optional[Reader] = None
 
     def configure(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        # Same pool; AUTOCOMMIT means no BEGIN/COMMIT round trips around a read.
+        self._reader = Reader(engine.execution_options(isolation_level="AUTOCOMMIT").connect)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -115,6 +139,13 @@ class Database:
             self.configure(self.engine)
         assert self._sessionmaker is not None
         return self._sessionmaker
+
+    @property
+    def reader(self) -> Reader:
+        if self._reader is None:
+            self.configure(self.engine)
+        assert self._reader is not None
+        return self._reader
 
     def pool_status(self) -> Optional[Dict[str, int]]:
         """Size, in-use and overflow counts of this process's pool (None before first use)."""
@@ -132,6 +163,7 @@ class Database:
             await self._engine.dispose()
         self._engine = None
         self._sessionmaker = None
+        self._reader = None
 
 
 db = Database()
@@ -154,3 +186,12 @@ async def get_db() -> AsyncIterator[AsyncSession]:
 
 
 DbSession = Annotated[AsyncSession, Depends(get_db, scope="function")]
+
+
+async def get_reader() -> Reader:
+    """The process's Reader (a dependency, so tests can point it at their
+    rolled-back transaction)."""
+    return db.reader
+
+
+Reads = Annotated[Reader, Depends(get_reader)]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, List, Tuple, TypeVar
+from typing import Any, Generic, List, Tuple, TypeVar, Union
 
 from fastapi import Query
 from pydantic import BaseModel
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.db import Reader
 
 T = TypeVar("T")
 
@@ -20,7 +22,8 @@ class PageParams(BaseModel):
     offset: int = 0
 
 
-def page_params(
+# async: FastAPI runs a plain `def` dependency in its thread pool, a costly hop for nothing.
+async def page_params(
     limit: int = Query(50, ge=1, le=MAX_LIMIT),
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> PageParams:
@@ -35,16 +38,25 @@ class Page(BaseModel, Generic[T]):
 
 
 async def fetch_page(
-    session: AsyncSession, stmt: Select, *, limit: int, offset: int
+    session: Union[AsyncSession, Reader],
+    stmt: Select,
+    *,
+    limit: int,
+    offset: int,
+    entities: bool = True,
 ) -> Tuple[List[Any], int]:
     """Run an ordered select for one page and the total row count.
 
     The total rides along as a window count, so a page costs one round trip;
     only a page past the end (no rows to carry it) needs a separate count.
+    `entities=True` (a `select(Model)`) returns the objects; `False` (a select
+    of columns) returns the rows as mappings, whose extra `_total` key
+    validation ignores.
     """
     windowed = stmt.add_columns(func.count().over().label("_total")).limit(limit).offset(offset)
     rows = (await session.execute(windowed)).all()
     if rows:
-        return [row[0] for row in rows], int(rows[0][-1])
+        items = [row[0] for row in rows] if entities else [row._mapping for row in rows]
+        return items, int(rows[0][-1])
     count_stmt = select(func.count()).select_from(stmt.order_by(None).subquery())
     return [], int((await session.execute(count_stmt)).scalar_one())

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.db import Reader
 from app.core.pagination import fetch_page
 from app.posts.models import Post
 
@@ -28,10 +29,30 @@ async def get_post(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def list_posts(session: AsyncSession, *, limit: int, offset: int) -> Tuple[List[Post], int]:
-    """Newest first (ids are monotonic, so id order is creation order), with the total."""
-    stmt = select(Post).order_by(Post.id.desc())
-    return await fetch_page(session, stmt, limit=limit, offset=offset)
+# A list reads plain Core rows (table columns, not ORM attributes): building
+# 50 ORM objects per page costs more than the query itself.
+_posts = Post.__table__
+POST_COLUMNS = (
+    _posts.c.id,
+    _posts.c.title,
+    _posts.c.body,
+    _posts.c.author_id,
+    _posts.c.created_at,
+    _posts.c.updated_at,
+)
+
+
+async def list_posts(reader: Reader, *, limit: int, offset: int) -> Tuple[List[Any], int]:
+    """Rows of a page, newest first (ids are monotonic, so id order is creation
+    order), with the total."""
+    stmt = select(*POST_COLUMNS).order_by(_posts.c.id.desc())
+    return await fetch_page(reader, stmt, limit=limit, offset=offset, entities=False)
+
+
+async def read_post(reader: Reader, post_id: int) -> Optional[Any]:
+    """One post as a row mapping, or None."""
+    result = await reader.execute(select(*POST_COLUMNS).where(_posts.c.id == post_id))
+    return result.mappings().first()
 
 
 async def delete_post(session: AsyncSession, post: Post) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.db import Reader
 from app.core.errors import Forbidden, NotFound
 from app.posts import repository
 from app.posts.models import Post
@@ -25,16 +26,17 @@ async def create_post(session: AsyncSession, *, author: User, title: str, body: 
     return await repository.add_post(session, author_id=author.id, title=title, body=body)
 
 
-async def get_post(session: AsyncSession, post_id: int) -> Post:
-    post = await repository.get_post(session, post_id)
+async def read_post(reader: Reader, post_id: int) -> Any:
+    """A post's fields (a row mapping). Raises PostNotFound."""
+    post = await repository.read_post(reader, post_id)
     if post is None:
         raise PostNotFound()
     return post
 
 
-async def list_posts(session: AsyncSession, *, limit: int, offset: int) -> Tuple[List[Post], int]:
-    """A page of posts, newest first, and the total count."""
-    return await repository.list_posts(session, limit=limit, offset=offset)
+async def list_posts(reader: Reader, *, limit: int, offset: int) -> Tuple[List[Any], int]:
+    """A page of posts (row mappings with PostOut's fields), newest first, and the total."""
+    return await repository.list_posts(reader, limit=limit, offset=offset)
 
 
 async def _own_post_for_update(session: AsyncSession, post_id: int, user: User) -> Post:
