@@ -274,7 +274,7 @@ def _column_names(header: bytes) -> List[str]:
 # 30+ MiB, if the bytes are there). read() makes it wait once it is this many
 # blocks ahead of the batches consumed; the timeout only guarantees progress
 # should pyarrow ever need more blocks to produce the next batch.
-READ_AHEAD_BLOCKS = 3
+READ_AHEAD_BLOCKS = 2
 READ_AHEAD_WAIT = 0.5
 
 
@@ -491,7 +491,9 @@ class _NumericColumn:
 
 
 _INT_STORAGE = (np.int8, np.int16, np.int32)
-_INT_RANGES = [(dtype, (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))) for dtype in _INT_STORAGE]
+_INT_RANGES = [
+    (dtype, (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))) for dtype in _INT_STORAGE
+]
 SEGMENT_BYTES = 1 << 20
 DIGEST_SEGMENT_BATCHES = 8
 
