@@ -274,7 +274,7 @@ def _column_names(header: bytes) -> List[str]:
 # 30+ MiB, if the bytes are there). read() makes it wait once it is this many
 # blocks ahead of the batches consumed; the timeout only guarantees progress
 # should pyarrow ever need more blocks to produce the next batch.
-READ_AHEAD_BLOCKS = 3
+READ_AHEAD_BLOCKS = 2
 READ_AHEAD_WAIT = 0.5
 
 
@@ -357,6 +357,7 @@ class _NumericColumn:
         self.recent: List[Union[np.ndarray, _Scaled]] = []
         self.recent_bytes = 0
         self.decimals_hint = 0
+        self.batches = 0
 
     @property
     def is_numeric(self) -> bool:
@@ -372,16 +373,19 @@ class _NumericColumn:
     def add(self, tokens: pa.Array, keep: Optional[pa.Array]) -> None:
         if self.is_text:
             return
-        parsed = _parse_numbers(tokens)
-        if parsed is None:
-            self.mark_text()
-            return
-        values, clean_tokens = parsed
-        if not self._tokens_agree(tokens, values):
-            self.mark_text()
-            return
-        if self.all_int:
-            self._track_integers(clean_tokens)
+        values = self._plain_integers(tokens)
+        if values is None:
+            parsed = _parse_numbers(tokens) if self.batches or _may_be_numbers(tokens) else None
+            if parsed is None:
+                self.mark_text()
+                return
+            values, clean_tokens = parsed
+            if not self._tokens_agree(tokens, values):
+                self.mark_text()
+                return
+            if self.all_int:
+                self._track_integers(clean_tokens, values)
+        self.batches += 1
         if keep is not None:
             values = values.filter(keep)
         values = values.drop_null()
@@ -420,6 +424,22 @@ class _NumericColumn:
         self.recent = []
         self.recent_bytes = 0
 
+    def _plain_integers(self, tokens: pa.Array) -> Optional[pa.Array]:
+        """float64 values of a batch of int64 tokens (one parse instead of a
+        float parse plus an integer check), tried once the first batch showed
+        integers; None when a token is anything else."""
+        if not (self.all_int and self.batches):
+            return None
+        try:
+            integers = pc.cast(tokens, pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        low = pc.min(integers).as_py()
+        if low is not None and low < 0:
+            self.has_negative = True
+        # Every int64 converts to the float64 pandas would parse (round to nearest).
+        return pc.cast(integers, pa.float64(), safe=False)
+
     def _tokens_agree(self, tokens: pa.Array, values: pa.Array) -> bool:
         """Reject what Arrow parses but pandas does not: NaN spellings outside
         the NA list, padded or misspelled infinities, overflow to infinity."""
@@ -452,7 +472,13 @@ class _NumericColumn:
                 self.uint64_only = True
         return True
 
-    def _track_integers(self, tokens: pa.Array) -> None:
+    def _track_integers(self, tokens: pa.Array, values: pa.Array) -> None:
+        # A value with a fraction cannot come from an integer token; a failed
+        # cast costs milliseconds (Arrow builds the error), so skip it then.
+        integral = pc.all(pc.equal(pc.floor(values), values)).as_py()
+        if integral is False:
+            self.all_int = False
+            return
         try:
             pc.cast(tokens, pa.int64())
             return
@@ -465,6 +491,9 @@ class _NumericColumn:
 
 
 _INT_STORAGE = (np.int8, np.int16, np.int32)
+_INT_RANGES = [
+    (dtype, (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))) for dtype in _INT_STORAGE
+]
 SEGMENT_BYTES = 1 << 20
 DIGEST_SEGMENT_BATCHES = 8
 
@@ -516,17 +545,32 @@ def _compact(values: np.ndarray, decimals_hint: int = 0) -> Union[np.ndarray, _S
         exact = digits / scale if decimals else digits
         if not np.array_equal(exact, values):
             continue
-        for dtype in _INT_STORAGE:
-            info = np.iinfo(dtype)
-            if info.min <= digits.min() and digits.max() <= info.max:
+        # rint is monotonic: the digits' range is that of low and high.
+        low_digits, high_digits = round(low * scale), round(high * scale)
+        for dtype, (lowest, highest) in _INT_RANGES:
+            if lowest <= low_digits and high_digits <= highest:
                 narrow = digits.astype(dtype)
                 return narrow if decimals == 0 else _Scaled(narrow, decimals)
     return values
 
 
+# What every token Arrow parses as float64 starts with (a superset: the cast
+# decides). Checked on the first tokens of a column to skip a failing cast,
+# which costs milliseconds per text column.
+_NUMBER_START = r"^[ \t\n\r\x0b\x0c]*[+-]?([0-9.]|[iI][nN][fF]|[nN][aA][nN])"
+_SNIFF_TOKENS = 16
+
+
+def _may_be_numbers(tokens: pa.Array) -> bool:
+    head = tokens.slice(0, _SNIFF_TOKENS)
+    return pc.all(pc.match_substring_regex(head, _NUMBER_START)).as_py() is not False
+
+
 def _parse_numbers(tokens: pa.Array) -> Optional[Tuple[pa.Array, pa.Array]]:
     """(float64 values, the tokens parsed) or None if a token is not a number.
     pandas allows ASCII whitespace around numbers; Arrow does not."""
+    if not _may_be_numbers(tokens):
+        return None
     try:
         return pc.cast(tokens, pa.float64()), tokens
     except pa.ArrowInvalid:

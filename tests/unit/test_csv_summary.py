@@ -273,3 +273,34 @@ def test_multi_block_file_with_changing_number_formats_matches_pandas() -> None:
     data = b"\n".join(lines) + b"\n"
     assert len(data) > 3 * 1024 * 1024
     assert_matches_pandas(data, 256 * 1024)
+
+
+@pytest.mark.parametrize(
+    "late_token",
+    [
+        "+5",
+        " 7",
+        "9.5",
+        "1e3",
+        "0001",
+        "-3",
+        "inf",
+        "abc",
+        "9223372036854775807",
+        "9223372036854775808",
+        "-9223372036854775809",
+        "18446744073709551616",
+    ],
+)
+def test_integer_column_changed_by_a_token_in_a_later_block_matches_pandas(
+    late_token: str,
+) -> None:
+    """Blocks after the first parse integer columns as int64 directly: a
+    token that is not a plain int64 there must give pandas' answer."""
+    lines = [b"id,name,email,count,flag"]
+    for i in range(90000):
+        count = late_token.encode() if i == 80000 else b"%d" % (i % 1000 - 300)
+        lines.append(b'%d,n%d,u%d@x.com,"%s",%d' % (i, i, i % 997, count, i % 2))
+    data = b"\n".join(lines) + b"\n"
+    assert len(data) > 2 * 1024 * 1024
+    assert_matches_pandas(data, 256 * 1024)
