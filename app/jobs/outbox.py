@@ -31,7 +31,7 @@ _PENDING_KEY = "keel_outbox_pending"
 # How long the relay waits for more jobs before publishing what it has: the
 # latency it adds to a job, in exchange for sharing broker messages (see
 # app/jobs/publisher.py) when jobs arrive faster than one per few ms.
-LINGER_SECONDS = 0.01
+LINGER_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
