@@ -1,6 +1,7 @@
 """The Celery application (the one place it is defined).
 
-Tasks are named "<domain>.<verb>" and take a job id only (app/jobs). Delivery
+Tasks are named "<domain>.<verb>" and take job ids only, one or a few
+jobs of that kind per message (app/jobs). Delivery
 is at-least-once: acks_late + reject_on_worker_lost put a task whose pool
 process died back on the queue, and the job rows make re-runs harmless.
 

@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
@@ -27,6 +28,10 @@ from app.jobs.models import Job
 logger = logging.getLogger(__name__)
 
 _PENDING_KEY = "keel_outbox_pending"
+# How long the relay waits for more jobs before publishing what it has: the
+# latency it adds to a job, in exchange for sharing broker messages (see
+# app/jobs/publisher.py) when jobs arrive faster than one per few ms.
+LINGER_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -124,9 +129,11 @@ class Relay:
                 generation = self._generation
                 publisher = Publisher(self._broker_url)
             batch = [first]
+            # Linger a moment so that a burst goes out in few messages.
+            deadline = time.monotonic() + LINGER_SECONDS
             while len(batch) < 500:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
             messages = [m for m in batch if m is not None]

@@ -1,13 +1,39 @@
-"""Sends job messages to the Celery broker. Messages carry only the job id."""
+"""Sends job messages to the Celery broker. Messages carry only job ids.
+
+Jobs of one kind that are due now share a message (up to
+`MAX_JOBS_PER_MESSAGE`): the broker round trips and the worker's per-task
+overhead were most of the cost of a small job. A delayed retry (countdown)
+always goes alone.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from app.jobs.outbox import OutboundMessage
 
 logger = logging.getLogger(__name__)
+
+# Small enough that a burst still spreads over several worker processes.
+MAX_JOBS_PER_MESSAGE = 8
+
+
+def task_messages(
+    messages: Iterable[OutboundMessage],
+) -> Iterator[Tuple[str, List[int], Optional[float]]]:
+    """(kind, job ids, countdown) for each broker message to send."""
+    pending: Dict[str, List[int]] = {}
+    for message in messages:
+        if message.countdown is not None:
+            yield message.kind, [message.job_id], message.countdown
+            continue
+        ids = pending.setdefault(message.kind, [])
+        ids.append(message.job_id)
+        if len(ids) == MAX_JOBS_PER_MESSAGE:
+            yield message.kind, pending.pop(message.kind), None
+    for kind, ids in pending.items():
+        yield kind, ids, None
 
 
 class Publisher:
@@ -25,21 +51,22 @@ class Publisher:
         return self._connection
 
     def publish(self, messages: Iterable[OutboundMessage]) -> int:
-        """Publish each message; raises the broker's error on the first failure."""
+        """Publish the jobs (batched per kind); returns how many jobs were
+        published. Raises the broker's error on the first failure."""
         from app.worker import celery_app
 
         count = 0
         connection = self._conn()
-        for message in messages:
+        for kind, job_ids, countdown in task_messages(messages):
             celery_app.send_task(
-                message.kind,
-                args=[message.job_id],
-                countdown=message.countdown,
+                kind,
+                args=job_ids,
+                countdown=countdown,
                 connection=connection,
                 ignore_result=True,
                 retry=False,
             )
-            count += 1
+            count += len(job_ids)
         return count
 
     def reset(self) -> None:

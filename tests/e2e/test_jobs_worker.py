@@ -202,6 +202,48 @@ async def test_killed_pool_child_mid_send_job_completes_and_email_arrives_once(
     assert worker.pool_children() != [child]
 
 
+async def test_killed_pool_child_mid_batch_runs_each_job_of_the_batch_once(
+    committed_client: Any,
+    committed_db: Any,
+    worker: Any,
+    mailbox: TestSmtpHandler,
+    mail_behaviour: MailBehaviour,
+    private_redis: RedisServer,
+) -> None:
+    from app.jobs.outbox import OutboundMessage
+    from app.jobs.publisher import Publisher
+    from app.users.service import SEND_WELCOME_EMAIL
+
+    # Broker down during the sign-ups: their own messages are lost, so the
+    # jobs reach the worker as the one batch message published below.
+    private_redis.stop()
+    users = [await sign_up(committed_client) for _ in range(3)]
+    job_ids = [await welcome_job_id(committed_db, u["id"]) for u in users]
+    message_ids = [await message_id_of(committed_db, j) for j in job_ids]
+    mail_behaviour.stall_ids.add(message_ids[1])
+    private_redis.start()
+    publisher = Publisher(private_redis.url)
+    try:
+        jobs = [OutboundMessage(j, SEND_WELCOME_EMAIL) for j in job_ids]
+        assert publisher.publish(jobs) == 3
+    finally:
+        publisher.reset()
+    await asyncio.get_running_loop().run_in_executor(None, mail_behaviour.stalled.wait, 15)
+    assert mail_behaviour.stalled.is_set()
+
+    [child] = worker.pool_children()
+    os.kill(child, signal.SIGKILL)
+    mail_behaviour.stall_ids.discard(message_ids[1])
+
+    rows = [await wait_status(committed_db, j, "succeeded", timeout=30) for j in job_ids]
+    # Only the job in flight lost a run: each job is claimed when it starts.
+    assert [r["deliveries"] for r in rows] == [1, 2, 1]
+    assert [r["attempts"] for r in rows] == [1, 1, 1]
+    for message_id, user in zip(message_ids, users):
+        sent = mailbox.received(message_id)
+        assert len(sent) == 1 and sent[0]["To"] == user["email"]
+
+
 async def test_whole_worker_killed_mid_send_sweep_redelivers_once(
     committed_client: Any,
     committed_db: Any,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from email import message_from_bytes, policy
+from email.mime.text import MIMEText
 
 import pytest
 
@@ -49,3 +50,38 @@ def test_non_ascii_address_is_left_to_the_smtputf8_path() -> None:
 def test_subject_with_line_break_is_refused() -> None:
     with pytest.raises(ValueError):
         render_message(OutgoingEmail("a@example.com", "a\r\nBcc: x@y", "b", "<j-5@k>"), SETTINGS)
+
+
+DATE = "Mon, 01 Jan 2024 00:00:00 GMT"
+
+
+def reference(email: OutgoingEmail) -> bytes:
+    """What the general (MIMEText) path makes of a plain ASCII message."""
+    part = MIMEText(email.body, "plain", "us-ascii")
+    part["From"] = SETTINGS.mail_from
+    part["To"] = email.to
+    part["Subject"] = email.subject
+    part["Date"] = DATE
+    part["Message-ID"] = email.message_id
+    return part.as_bytes(policy=policy.compat32.clone(linesep="\r\n"))
+
+
+@pytest.mark.parametrize(
+    "subject, body",
+    [
+        ("Hi there", "Body text\n"),
+        ("Mixed", "one\r\ntwo\rthree\n\nfour"),
+        ("No final newline", "text"),
+        ("Dots and From", ".\n.leading dot\nFrom me\n"),
+        ("Empty body", ""),
+        ("Odd whitespace  \tin it", "a\x0bb\x0cc\n"),
+        ("x" * 69, "longest subject that needs no folding\n"),
+        ("x" * 70, "folded subject: the general path\n"),
+        ("word " * 30, "folded at spaces\n"),
+    ],
+)
+def test_plain_ascii_messages_are_byte_identical_to_the_general_path(
+    subject: str, body: str
+) -> None:
+    email = OutgoingEmail("a@example.com", subject, body, "<job-7.20240101@keel.local>")
+    assert render_message(email, SETTINGS, date=DATE) == reference(email)
