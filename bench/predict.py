@@ -13,8 +13,12 @@ For a logistic regression and a 100-tree random forest it measures, with wrk
 `--gunicorn` adds the same two with TWO worker processes each (keel under
 gunicorn as `keel serve` runs it, naive under uvicorn --workers 2), so every
 ratio compares equal process counts; the machine has 2 cores, shared with wrk
-and PostgreSQL. It also reports time-to-first-prediction after spawn and the
-RSS of each serving process. Needs `wrk` (apt-get install wrk). Uses
+and PostgreSQL. First it runs a raw ASGI app with a constant answer on one
+uvicorn process ("uvicorn floor"): the server's own cost at that moment, a
+ceiling for any Python app here and a gauge of how busy the machine is. It
+also reports the serving processes' CPU time per request (steadier than req/s
+on a shared machine), time-to-first-prediction after spawn and the RSS of
+each serving process. Needs `wrk` (apt-get install wrk). Uses
 DATABASE_URL / REDIS_URL when set, otherwise the embedded servers; creates and
 drops its own database.
 """
@@ -109,6 +113,26 @@ def naive_app() -> Any:
     return app
 
 
+async def floor_app(scope: Dict[str, Any], receive: Any, send: Any) -> None:
+    """A raw ASGI app answering a constant prediction: what uvicorn itself
+    costs here (HTTP parsing, event loop, socket writes), a ceiling for any
+    Python server on this machine, not a baseline for the ratios."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    body = b'{"prediction":1,"probability":0.99,"model_version":"v0"}'
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def serve_floor(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(floor_app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
+
+
 # --------------------------------------------------------------------- harness
 def post(url: str, body: bytes, headers: Dict[str, str], timeout: float = 2.0) -> int:
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
@@ -119,6 +143,16 @@ def post(url: str, body: bytes, headers: Dict[str, str], timeout: float = 2.0) -
         return exc.code
     except (urllib.error.URLError, OSError):
         return 0
+
+
+def cpu_seconds(pids: List[int]) -> float:
+    """User + system CPU time used so far by these processes (all threads)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
 
 
 def rss_mb(pid: int) -> float:
@@ -234,9 +268,10 @@ def bench_token(base: str) -> str:
 
 def fmt(r: Dict[str, float]) -> str:
     bad = f"  non-2xx={r['non_2xx']}" if r["non_2xx"] or r["socket_errors"] else ""
+    cpu = f"  server CPU {r['cpu_us']:6.0f} us/req" if "cpu_us" in r else ""
     return (
         f"{r['rps']:9.0f} req/s  p50 {r['p50_us'] / 1000:7.3f} ms  "
-        f"p99 {r['p99_us'] / 1000:8.3f} ms{bad}"
+        f"p99 {r['p99_us'] / 1000:8.3f} ms{cpu}{bad}"
     )
 
 
@@ -246,13 +281,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--gunicorn", action="store_true")
-    parser.add_argument("--serve", choices=["naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["naive", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("--kind", default="logreg", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve == "naive":
         serve_naive(args.kind, args.port, args.workers)
+        return 0
+    if args.serve == "floor":
+        serve_floor(args.port)
         return 0
     if shutil.which("wrk") is None:
         print("bench/predict.py needs wrk: apt-get install -y wrk", file=sys.stderr)
@@ -323,6 +361,25 @@ def main() -> int:
         script_auth = write_script(work, "auth", body, token)
         script_open = write_script(work, "open", body, None)
 
+        port = free_port()
+        floor = Server(
+            [python, str(Path(__file__).resolve()), "--serve", "floor", "--port", str(port)],
+            env,
+            port,
+            headers_json,
+            body.encode(),
+        )
+        servers.append(floor)
+        try:
+            warm(floor.url, script_open)
+            for c in CONCURRENCY:
+                r = run_wrk(floor.url, script_open, c, args.duration)
+                results[f"floor/c{c}"] = r
+                print(f"uvicorn floor (raw ASGI, constant answer) c={c:<3d} {fmt(r)}", flush=True)
+        finally:
+            floor.stop()
+            servers.remove(floor)
+
         for kind in KINDS:
             registry.set_active(versions[kind])
             naive_argv = [python, str(Path(__file__).resolve()), "--serve", "naive", "--kind", kind]
@@ -364,7 +421,12 @@ def main() -> int:
                 try:
                     warm(server.url, script)
                     for c in CONCURRENCY:
+                        pids = server.worker_pids()
+                        cpu_before = cpu_seconds(pids)
                         r = run_wrk(server.url, script, c, args.duration)
+                        # CPU per request is less sensitive than req/s to what
+                        # else the shared machine is running.
+                        r["cpu_us"] = (cpu_seconds(pids) - cpu_before) / r["requests"] * 1e6
                         results[f"{kind}/{name}/c{c}"] = r
                         print(f"{kind:7s} {name:17s} c={c:<3d} {fmt(r)}", flush=True)
                     rss = [rss_mb(pid) for pid in server.worker_pids()]
@@ -394,6 +456,10 @@ def main() -> int:
                     f"{results[key]['rps'] / results[base]['rps']:7.1f}x  "
                     f"({results[key]['rps']:.0f} vs {results[base]['rps']:.0f} req/s)"
                 )
+        cpu_ratio = results[f"{kind}/naive/c64"]["cpu_us"] / results[f"{kind}/keel/c64"]["cpu_us"]
+        print(
+            f"  {kind:7s} server CPU per request, naive / keel (1 process each): {cpu_ratio:.1f}x"
+        )
         if f"{kind}/keel-2w/c64" in results:
             two, one = results[f"{kind}/keel-2w/c64"]["rps"], results[f"{kind}/naive/c64"]["rps"]
             print(f"  {kind:7s} keel 2 processes vs naive 1 process: {two / one:7.1f}x")
