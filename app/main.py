@@ -21,6 +21,7 @@ from app.emails.router import router as emails_router
 from app.ingestion.router import router as ingestion_router
 from app.jobs.router import router as jobs_router
 from app.ledger.router import router as ledger_router
+from app.ml import fastpath
 from app.ml.router import router as ml_router
 from app.ml.serving import start_model_serving, stop_model_serving
 from app.ops.metrics import MetricsMiddleware
@@ -69,6 +70,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         payments_router,
     ):
         app.include_router(router)
+    fastpath.install(app)  # lean POST /api/predict(/batch): see app/ml/fastpath.py
 
     # Upload endpoints count their own bytes against MAX_UPLOAD_BYTES.
     upload_limits = {"/api/upload-csv": settings.max_upload_bytes + 64 * 1024}

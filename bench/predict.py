@@ -4,16 +4,23 @@
 
 For a logistic regression and a 100-tree random forest it measures, with wrk
 (one thread, keep-alive) at 1, 16 and 64 concurrent connections:
-  * keel as shipped: bearer token, one DB lookup of the user per request;
-  * keel with the auth dependency replaced (the serving path alone);
-  * naive: the seed pattern — scikit-learn `model.predict` + `model.predict_proba`
-    on one row inside `async def` (built here, not part of the app).
-Each server is one uvicorn process (access log off) on 127.0.0.1; the second
-core runs wrk and PostgreSQL. `--gunicorn` adds `keel serve`-style runs with two
-gunicorn workers. It also reports time-to-first-prediction after spawn and the
-RSS of a serving process. Needs `wrk` (apt-get install wrk). Uses DATABASE_URL /
-REDIS_URL when set, otherwise the embedded servers; creates and drops its own
-database.
+  * keel as shipped, ONE uvicorn process: bearer token on every request (the
+    token's signature is verified once per process, the account's standing
+    re-read every AUTH_CACHE_SECONDS), the lean predict path, the micro-batcher;
+  * naive, ONE uvicorn process: the seed pattern — scikit-learn
+    `model.predict` + `model.predict_proba` on one row inside `async def`
+    (built here, not part of the app; no auth).
+`--gunicorn` adds the same two with TWO worker processes each (keel under
+gunicorn as `keel serve` runs it, naive under uvicorn --workers 2), so every
+ratio compares equal process counts; the machine has 2 cores, shared with wrk
+and PostgreSQL. First it runs a raw ASGI app with a constant answer on one
+uvicorn process ("uvicorn floor"): the server's own cost at that moment, a
+ceiling for any Python app here and a gauge of how busy the machine is. It
+also reports the serving processes' CPU time per request (steadier than req/s
+on a shared machine), time-to-first-prediction after spawn and the RSS of
+each serving process. Needs `wrk` (apt-get install wrk). Uses
+DATABASE_URL / REDIS_URL when set, otherwise the embedded servers; creates and
+drops its own database.
 """
 
 from __future__ import annotations
@@ -58,15 +65,31 @@ end
 
 
 # --------------------------------------------------------------------- servers
-def serve_naive(kind: str, port: int) -> None:
+def serve_naive(kind: str, port: int, workers: int = 1) -> None:
+    import uvicorn
+
+    os.environ["KEEL_BENCH_NAIVE_KIND"] = kind  # read by naive_app in each worker
+    uvicorn.run(
+        "predict:naive_app",
+        factory=True,
+        app_dir=str(Path(__file__).resolve().parent),
+        host="127.0.0.1",
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_level="warning",
+    )
+
+
+def naive_app() -> Any:
     """The seed pattern: scikit-learn in the event loop, two calls per row."""
     import numpy as np
-    import uvicorn
     from fastapi import FastAPI
     from pydantic import BaseModel
 
     from app.ml.training import build_estimator, load_data
 
+    kind = os.environ["KEEL_BENCH_NAIVE_KIND"]
     x_train, _, y_train, _, _ = load_data(42)
     model = build_estimator(kind, 42)
     model.fit(x_train, y_train)
@@ -87,21 +110,27 @@ def serve_naive(kind: str, port: int) -> None:
 
     predict.__annotations__ = {"body": Body, "return": Dict[str, Any]}  # local class: no strings
     app.post("/api/predict")(predict)
+    return app
 
-    uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
+
+async def floor_app(scope: Dict[str, Any], receive: Any, send: Any) -> None:
+    """A raw ASGI app answering a constant prediction: what uvicorn itself
+    costs here (HTTP parsing, event loop, socket writes), a ceiling for any
+    Python server on this machine, not a baseline for the ratios."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    body = b'{"prediction":1,"probability":0.99,"model_version":"v0"}'
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
-def serve_keel_without_auth(port: int) -> None:
-    """keel's app with authentication replaced: what the serving path costs alone."""
+def serve_floor(port: int) -> None:
     import uvicorn
 
-    from app.auth.dependencies import get_current_principal
-    from app.auth.principal import Principal
-    from app.main import create_app
-
-    app = create_app()
-    app.dependency_overrides[get_current_principal] = lambda: Principal(1, False, None)
-    uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
+    uvicorn.run(floor_app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
 
 
 # --------------------------------------------------------------------- harness
@@ -114,6 +143,16 @@ def post(url: str, body: bytes, headers: Dict[str, str], timeout: float = 2.0) -
         return exc.code
     except (urllib.error.URLError, OSError):
         return 0
+
+
+def cpu_seconds(pids: List[int]) -> float:
+    """User + system CPU time used so far by these processes (all threads)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
 
 
 def rss_mb(pid: int) -> float:
@@ -153,7 +192,13 @@ class Server:
         self.ready_seconds = time.perf_counter() - started
 
     def worker_pids(self) -> List[int]:
-        return children_of(self.proc.pid) or [self.proc.pid]
+        """The serving processes (not multiprocessing's resource tracker)."""
+        workers = [
+            pid
+            for pid in children_of(self.proc.pid)
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        return workers or [self.proc.pid]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -223,9 +268,10 @@ def bench_token(base: str) -> str:
 
 def fmt(r: Dict[str, float]) -> str:
     bad = f"  non-2xx={r['non_2xx']}" if r["non_2xx"] or r["socket_errors"] else ""
+    cpu = f"  server CPU {r['cpu_us']:6.0f} us/req" if "cpu_us" in r else ""
     return (
         f"{r['rps']:9.0f} req/s  p50 {r['p50_us'] / 1000:7.3f} ms  "
-        f"p99 {r['p99_us'] / 1000:8.3f} ms{bad}"
+        f"p99 {r['p99_us'] / 1000:8.3f} ms{cpu}{bad}"
     )
 
 
@@ -235,15 +281,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--gunicorn", action="store_true")
-    parser.add_argument("--serve", choices=["naive", "keel-noauth"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["naive", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("--kind", default="logreg", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve == "naive":
-        serve_naive(args.kind, args.port)
+        serve_naive(args.kind, args.port, args.workers)
         return 0
-    if args.serve == "keel-noauth":
-        serve_keel_without_auth(args.port)
+    if args.serve == "floor":
+        serve_floor(args.port)
         return 0
     if shutil.which("wrk") is None:
         print("bench/predict.py needs wrk: apt-get install -y wrk", file=sys.stderr)
@@ -314,27 +361,39 @@ def main() -> int:
         script_auth = write_script(work, "auth", body, token)
         script_open = write_script(work, "open", body, None)
 
+        port = free_port()
+        floor = Server(
+            [python, str(Path(__file__).resolve()), "--serve", "floor", "--port", str(port)],
+            env,
+            port,
+            headers_json,
+            body.encode(),
+        )
+        servers.append(floor)
+        try:
+            warm(floor.url, script_open)
+            for c in CONCURRENCY:
+                r = run_wrk(floor.url, script_open, c, args.duration)
+                results[f"floor/c{c}"] = r
+                print(f"uvicorn floor (raw ASGI, constant answer) c={c:<3d} {fmt(r)}", flush=True)
+        finally:
+            floor.stop()
+            servers.remove(floor)
+
         for kind in KINDS:
             registry.set_active(versions[kind])
+            naive_argv = [python, str(Path(__file__).resolve()), "--serve", "naive", "--kind", kind]
             variants = [
                 ("keel", [*uvicorn_argv], script_auth, auth_headers),
-                (
-                    "keel-noauth",
-                    [python, str(Path(__file__).resolve()), "--serve", "keel-noauth"],
-                    script_open,
-                    headers_json,
-                ),
-                (
-                    "naive",
-                    [python, str(Path(__file__).resolve()), "--serve", "naive", "--kind", kind],
-                    script_open,
-                    headers_json,
-                ),
+                ("naive", naive_argv, script_open, headers_json),
             ]
             if args.gunicorn:
                 variants.append(
+                    ("naive-2w", [*naive_argv, "--workers", "2"], script_open, headers_json)
+                )
+                variants.append(
                     (
-                        "keel-gunicorn-2w",
+                        "keel-2w",
                         [
                             python,
                             "-m",
@@ -353,7 +412,7 @@ def main() -> int:
                 )
             for name, argv, script, hdrs in variants:
                 port = free_port()
-                if "gunicorn" in name:
+                if name == "keel-2w":
                     argv = [*argv, "--bind", f"127.0.0.1:{port}"]
                 else:
                     argv = [*argv, "--port", str(port)]
@@ -362,7 +421,12 @@ def main() -> int:
                 try:
                     warm(server.url, script)
                     for c in CONCURRENCY:
+                        pids = server.worker_pids()
+                        cpu_before = cpu_seconds(pids)
                         r = run_wrk(server.url, script, c, args.duration)
+                        # CPU per request is less sensitive than req/s to what
+                        # else the shared machine is running.
+                        r["cpu_us"] = (cpu_seconds(pids) - cpu_before) / r["requests"] * 1e6
                         results[f"{kind}/{name}/c{c}"] = r
                         print(f"{kind:7s} {name:17s} c={c:<3d} {fmt(r)}", flush=True)
                     rss = [rss_mb(pid) for pid in server.worker_pids()]
@@ -382,25 +446,34 @@ def main() -> int:
         admin_execute(db["server_url"], f'DROP DATABASE IF EXISTS "{db["name"]}" WITH (FORCE)')
         shutil.rmtree(work, ignore_errors=True)
 
-    print("\nratios at c=64 (req/s against naive, same run):")
+    print("\nratios at c=64 (req/s against naive, same run, equal process counts):")
     for kind in KINDS:
-        naive = results[f"{kind}/naive/c64"]["rps"]
-        for name in ("keel", "keel-noauth", "keel-gunicorn-2w"):
-            key = f"{kind}/{name}/c64"
-            if key in results:
+        for name, baseline, procs in (("keel", "naive", 1), ("keel-2w", "naive-2w", 2)):
+            key, base = f"{kind}/{name}/c64", f"{kind}/{baseline}/c64"
+            if key in results and base in results:
                 print(
-                    f"  {kind:7s} {name:17s} {results[key]['rps'] / naive:7.1f}x  "
-                    f"({results[key]['rps']:.0f} vs {naive:.0f} req/s)"
+                    f"  {kind:7s} {procs} process(es): "
+                    f"{results[key]['rps'] / results[base]['rps']:7.1f}x  "
+                    f"({results[key]['rps']:.0f} vs {results[base]['rps']:.0f} req/s)"
                 )
+        cpu_ratio = results[f"{kind}/naive/c64"]["cpu_us"] / results[f"{kind}/keel/c64"]["cpu_us"]
+        print(
+            f"  {kind:7s} server CPU per request, naive / keel (1 process each): {cpu_ratio:.1f}x"
+        )
+        if f"{kind}/keel-2w/c64" in results:
+            two, one = results[f"{kind}/keel-2w/c64"]["rps"], results[f"{kind}/naive/c64"]["rps"]
+            print(f"  {kind:7s} keel 2 processes vs naive 1 process: {two / one:7.1f}x")
     goals = {
         "rf_100x": results["forest/keel/c64"]["rps"] / results["forest/naive/c64"]["rps"],
         "lr_10x": results["logreg/keel/c64"]["rps"] / results["logreg/naive/c64"]["rps"],
     }
-    print("\ngoals (keel as shipped, with auth):")
+    print("\ngoals (keel as shipped, with auth, 1 process vs naive 1 process):")
     print(f"  RF >= 100x naive at c=64: {goals['rf_100x']:.1f}x")
     print(f"  LR >= 10x naive at c=64:  {goals['lr_10x']:.1f}x")
     for kind in KINDS:
-        for name in ("keel", "keel-noauth"):
+        for name in ("keel", "keel-2w"):
+            if f"{kind}/{name}/c1" not in results:
+                continue
             c1, c64 = results[f"{kind}/{name}/c1"], results[f"{kind}/{name}/c64"]
             print(
                 f"  {kind:7s} {name:12s} c=1 p50 {c1['p50_us'] / 1000:.3f} ms (<=0.3), "

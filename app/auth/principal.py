@@ -11,10 +11,19 @@ revocation takes effect within `AUTH_CACHE_SECONDS` (default 2 s); the
 process that performs it drops its entry at once. Endpoints that change
 data keep using `CurrentUser`, which reads the user in the request's
 transaction.
+
+Two more savings, neither of which changes what is accepted:
+- A token's signature and claims are verified once per process; the result
+  (user id, iat, exp) is kept until the token's own `exp`. The standing check
+  above still runs on every request, so revocation works exactly as before.
+- When a standing entry expires under load, one database read refreshes it;
+  concurrent requests for the same user wait for that read instead of each
+  opening a session.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +32,7 @@ from typing import AsyncContextManager, Callable, Dict, Optional, Tuple
 import jwt
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.config import get_settings
+from app.core.config import Settings, get_settings
 from app.core.db import db
 from app.core.errors import InvalidToken
 from app.core.schemas import MAX_DB_ID
@@ -64,6 +73,44 @@ class PrincipalCache:
 principal_cache = PrincipalCache()
 
 
+class TokenCache:
+    """Verified access tokens → (user id, iat, exp), valid until `exp`.
+
+    Only tokens that passed `decode_token` get in, so a flood of forged
+    tokens costs a signature check each, as before. Bound in size; emptied
+    if the signing key or algorithm changes."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._entries: Dict[str, Tuple[int, float, int]] = {}
+        self._key: Tuple[str, str] = ("", "")
+
+    def get(self, token: str, settings: Settings) -> Optional[Tuple[int, float]]:
+        key = (settings.secret_key, settings.jwt_algorithm)
+        if key != self._key:
+            self._entries.clear()
+            self._key = key
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        if entry[2] <= time.time():  # PyJWT's rule: expired once now >= exp
+            del self._entries[token]
+            return None
+        return entry[0], entry[1]
+
+    def put(self, token: str, user_id: int, issued_at: float, expires_at: int) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[token] = (user_id, issued_at, expires_at)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+token_cache = TokenCache()
+_standing_loads: Dict[int, asyncio.Task[Optional[Principal]]] = {}
+
+
 def _open_session() -> AsyncContextManager[AsyncSession]:
     return db.sessionmaker()
 
@@ -80,22 +127,60 @@ async def _load_principal(user_id: int) -> Optional[Principal]:
         return Principal(user.id, user.is_superuser, user.tokens_valid_after)
 
 
-async def authenticate_principal(token: str) -> Principal:
-    """Resolve a bearer token to the caller's identity. Raises InvalidToken."""
+def verify_access_token(token: str) -> Tuple[int, float]:
+    """(user id, iat) of a valid access token, from the cache after the first
+    verification. Raises InvalidToken."""
+    settings = get_settings()
+    cached = token_cache.get(token, settings)
+    if cached is not None:
+        return cached
     try:
-        claims = decode_token(token, ACCESS)
+        claims = decode_token(token, ACCESS, settings)
         user_id = int(claims["sub"])
         if not 0 < user_id <= MAX_DB_ID:
             raise ValueError("subject out of range")
+        issued_at, expires_at = float(claims["iat"]), int(claims["exp"])
     except (jwt.InvalidTokenError, ValueError, TypeError):
         raise InvalidToken() from None
+    token_cache.put(token, user_id, issued_at, expires_at)
+    return user_id, issued_at
+
+
+async def _refresh_standing(user_id: int) -> Optional[Principal]:
+    principal = await _load_principal(user_id)
+    principal_cache.put(user_id, principal, get_settings().auth_cache_seconds)
+    return principal
+
+
+async def _standing(user_id: int) -> Optional[Principal]:
     found, principal = principal_cache.get(user_id)
-    if not found:
-        principal = await _load_principal(user_id)
-        principal_cache.put(user_id, principal, get_settings().auth_cache_seconds)
+    if found:
+        return principal
+    loop = asyncio.get_running_loop()
+    task = _standing_loads.get(user_id)
+    if task is None or task.done() or task.get_loop() is not loop:
+        task = loop.create_task(_refresh_standing(user_id))
+        _standing_loads[user_id] = task
+        task.add_done_callback(lambda done: _forget_load(user_id, done))
+    # shield: a waiter that is cancelled (client gone) does not cancel the
+    # read the other waiters share.
+    return await asyncio.shield(task)
+
+
+def _forget_load(user_id: int, task: asyncio.Task[Optional[Principal]]) -> None:
+    if _standing_loads.get(user_id) is task:
+        del _standing_loads[user_id]
+    if not task.cancelled():
+        task.exception()  # retrieved: raised to every waiter, not logged as lost
+
+
+async def authenticate_principal(token: str) -> Principal:
+    """Resolve a bearer token to the caller's identity. Raises InvalidToken."""
+    user_id, issued_at = verify_access_token(token)
+    principal = await _standing(user_id)
     if principal is None:
         raise InvalidToken()
     valid_after = principal.tokens_valid_after
-    if valid_after is not None and claims["iat"] < valid_after.timestamp():
+    if valid_after is not None and issued_at < valid_after.timestamp():
         raise InvalidToken()
     return principal

@@ -45,7 +45,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
-from pandas.util import hash_array
 
 from app.ingestion.errors import InvalidCsv, MissingColumns
 
@@ -706,6 +705,8 @@ _DIGEST_SLICE = 2048
 def _email_digests(emails: pa.Array) -> np.ndarray:
     """64-bit SipHash digests of the distinct strings of one batch: 8 bytes per
     email instead of the string itself plus a hash table entry."""
+    from pandas.util import hash_array  # pandas only here: ~90 MB and ~1 s kept out of API start
+
     uniques = pc.unique(emails)
     out = np.empty(len(uniques), dtype=np.uint64)
     # Converting to Python strings and hashing them hold the GIL: small

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.ingestion.csv_summary import ColumnStats, CsvSummary
+if TYPE_CHECKING:  # csv_summary imports pyarrow: only the upload path loads it
+    from app.ingestion.csv_summary import ColumnStats, CsvSummary
 
 
 def _finite(value: float) -> Optional[float]:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from starlette.types import Receive
 
-from app.ingestion.csv_summary import CsvSummary, summarize_csv
 from app.ingestion.errors import FileTooLarge
 from app.ingestion.upload import (
     ByteChannel,
@@ -19,6 +18,9 @@ from app.ingestion.upload import (
     multipart_boundary,
     receive_with_timeout,
 )
+
+if TYPE_CHECKING:
+    from app.ingestion.csv_summary import CsvSummary
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,10 @@ def _parse_executor() -> ThreadPoolExecutor:
 
 
 def _summarize_channel(channel: ByteChannel) -> CsvSummary:
+    # Imported here, in the parse thread: pyarrow (~45 MB) stays out of
+    # processes that never receive an upload.
+    from app.ingestion.csv_summary import summarize_csv
+
     try:
         return summarize_csv(channel.read_piece)
     finally:

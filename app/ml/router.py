@@ -5,9 +5,8 @@ from typing_extensions import Annotated
 
 from app.auth.dependencies import CurrentPrincipal, CurrentSuperuser, CurrentUser
 from app.core.pagination import Page, PageParams, page_params
-from app.core.routing import KeelRoute
 from app.core.schemas import error_responses
-from app.ml import service
+from app.ml import fastpath, service
 from app.ml.schemas import (
     ActiveModelOut,
     BatchPredictionOut,
@@ -19,12 +18,16 @@ from app.ml.schemas import (
 )
 from app.ml.serving import model_server
 
-router = APIRouter(prefix="/api", tags=["models"], route_class=KeelRoute)
+# FastPathRoute: the two predict routes are answered by app/ml/fastpath.py when
+# a request is plainly valid; the endpoints below serve everything else and
+# define the OpenAPI contract (see docs/ml.md).
+router = APIRouter(prefix="/api", tags=["models"], route_class=fastpath.FastPathRoute)
 
 VersionPath = Annotated[str, Path(examples=["v1"])]
 
 
 @router.post("/predict", response_model=PredictionOut, responses=error_responses(401, 422, 503))
+@fastpath.served_by(fastpath.predict_one)
 async def predict(body: PredictRequest, user: CurrentPrincipal) -> PredictionOut:
     label, probability, version = await service.predict_one(model_server, body.features)
     return PredictionOut(prediction=label, probability=probability, model_version=version)
@@ -35,6 +38,7 @@ async def predict(body: PredictRequest, user: CurrentPrincipal) -> PredictionOut
     response_model=BatchPredictionOut,
     responses=error_responses(401, 422, 503),
 )
+@fastpath.served_by(fastpath.predict_batch)
 async def predict_batch(body: BatchPredictRequest, user: CurrentPrincipal) -> BatchPredictionOut:
     result = await service.predict_many(model_server, body.instances)
     return BatchPredictionOut(

@@ -43,3 +43,55 @@ async def test_predict_requires_a_valid_token(client: Any) -> None:
         "/api/predict", json=FEATURES, headers={"Authorization": "Bearer not.a.jwt"}
     )
     assert forged.status_code == 401 and forged.json()["code"] == "invalid_token"
+
+
+async def test_concurrent_requests_share_one_standing_lookup(
+    client: Any, make_user: Callable[..., Any], statement_counter: Any
+) -> None:
+    import asyncio
+
+    from app.auth.principal import authenticate_principal
+
+    user = await make_user()
+    principal_cache.clear()
+    statement_counter.clear()
+    principals = await asyncio.gather(
+        *(authenticate_principal(user["access_token"]) for _ in range(10))
+    )
+    assert {p.id for p in principals} == {user["id"]}
+    assert len([s for s in statement_counter if "FROM users" in s]) == 1
+
+
+async def test_a_failed_standing_lookup_fails_every_waiter_and_is_retried(
+    client: Any, make_user: Callable[..., Any]
+) -> None:
+    import asyncio
+    from contextlib import asynccontextmanager
+
+    import pytest
+
+    from app.auth import principal as principal_module
+    from app.core.errors import InvalidToken
+
+    user = await make_user()
+    principal_cache.clear()
+    working = principal_module.open_session
+
+    @asynccontextmanager
+    async def database_down() -> Any:
+        raise ConnectionRefusedError("database down")
+        yield  # pragma: no cover
+
+    principal_module.open_session = database_down
+    try:
+        results = await asyncio.gather(
+            *(principal_module.authenticate_principal(user["access_token"]) for _ in range(3)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, ConnectionRefusedError) for r in results)
+    finally:
+        principal_module.open_session = working
+    recovered = await principal_module.authenticate_principal(user["access_token"])
+    assert recovered.id == user["id"]
+    with pytest.raises(InvalidToken):
+        await principal_module.authenticate_principal("forged")
