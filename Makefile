@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 
 $(BIN)/python: pyproject.toml uv.lock .python-version
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 	@touch $(BIN)/python
 
 install: $(BIN)/python

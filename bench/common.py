@@ -51,6 +51,10 @@ def summary_ms(latencies_s: Sequence[float]) -> Dict[str, float]:
     }
 
 
+# The event loop the app ships with (EVENT_LOOP, app/core/config.py); baselines use it too.
+EVENT_LOOP = os.environ.get("EVENT_LOOP", "asyncio")
+
+
 def uvicorn_argv(port: int, *extra: str) -> List[str]:
     """The command that runs one uvicorn process of the API on 127.0.0.1:port."""
     return [
@@ -62,6 +66,8 @@ def uvicorn_argv(port: int, *extra: str) -> List[str]:
         "127.0.0.1",
         "--port",
         str(port),
+        "--loop",
+        EVENT_LOOP,
         *extra,
     ]
 
@@ -149,6 +155,8 @@ def server_process(
         "--workers",
         str(workers),
         "--no-access-log",
+        "--loop",
+        EVENT_LOOP,
     ]
     command = [part.replace("{port}", str(port)) for part in command]
     if log is None:

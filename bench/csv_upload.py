@@ -38,7 +38,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
-from common import free_port, uvicorn_argv
+from common import EVENT_LOOP, free_port, uvicorn_argv
 from fastapi import FastAPI, UploadFile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -297,6 +297,8 @@ def start_naive(env: Dict[str, str]) -> Server:
         str(port),
         "--log-level",
         "warning",
+        "--loop",
+        EVENT_LOOP,
     ]
     return Server("naive", argv, env, port)
 

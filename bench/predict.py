@@ -43,7 +43,7 @@ from typing import Any, Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import admin_execute, free_port  # noqa: E402
+from common import EVENT_LOOP, admin_execute, free_port  # noqa: E402
 
 CONCURRENCY = (1, 16, 64)
 KINDS = ("logreg", "forest")
@@ -78,6 +78,7 @@ def serve_naive(kind: str, port: int, workers: int = 1) -> None:
         workers=workers,
         access_log=False,
         log_level="warning",
+        loop=EVENT_LOOP,
     )
 
 
@@ -130,7 +131,14 @@ async def floor_app(scope: Dict[str, Any], receive: Any, send: Any) -> None:
 def serve_floor(port: int) -> None:
     import uvicorn
 
-    uvicorn.run(floor_app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
+    uvicorn.run(
+        floor_app,
+        host="127.0.0.1",
+        port=port,
+        access_log=False,
+        log_level="warning",
+        loop=EVENT_LOOP,
+    )
 
 
 # --------------------------------------------------------------------- harness
@@ -338,6 +346,8 @@ def main() -> int:
         "--no-access-log",
         "--log-level",
         "warning",
+        "--loop",
+        EVENT_LOOP,
     ]
     results: Dict[str, Dict[str, Any]] = {}
     report: Dict[str, Any] = {}

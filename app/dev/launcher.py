@@ -66,7 +66,18 @@ def dev_processes(port: int) -> List[Tuple[str, List[str]]]:
     return [
         (
             "api",
-            [python, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                python,
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--loop",
+                get_settings().event_loop,
+            ],
         ),
         ("worker", [python, "-m", "app", "worker", "--concurrency", "2"]),
     ]
