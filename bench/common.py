@@ -143,21 +143,7 @@ def server_process(
     the default uvicorn command ("{port}" in it is replaced by a free port);
     stdout/stderr go to `log` (a temporary file by default)."""
     port = free_port()
-    command = argv or [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app.main:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--no-access-log",
-        "--loop",
-        EVENT_LOOP,
-    ]
+    command = argv or uvicorn_argv(port, "--workers", str(workers), "--no-access-log")
     command = [part.replace("{port}", str(port)) for part in command]
     if log is None:
         with tempfile.NamedTemporaryFile(prefix="keel-bench-", suffix=".log", delete=False) as f:
