@@ -107,9 +107,11 @@ class Reader:
     def __init__(self, connect: Callable[[], AsyncContextManager[Any]]) -> None:
         self._connect = connect
 
-    async def execute(self, statement: Executable) -> Result[Any]:
+    async def execute(
+        self, statement: Executable, parameters: Optional[Dict[str, Any]] = None
+    ) -> Result[Any]:
         async with self._connect() as connection:
-            return await connection.execute(statement)
+            return await connection.execute(statement, parameters)
 
 
 class Database:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, List, Tuple, TypeVar, Union
+from typing import Any, Callable, Generic, List, Optional, Tuple, TypeVar, Union
 
 from fastapi import Query
 from pydantic import BaseModel
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import Reader
@@ -37,26 +37,56 @@ class Page(BaseModel, Generic[T]):
     offset: int
 
 
+class PageQuery:
+    """An ordered select, prepared once for paging.
+
+    `rows` adds the total as a window count and takes `limit`/`offset` as
+    bound parameters; `count` is the fallback for a page past the end. Keep
+    one per list at module level: a request then reuses SQLAlchemy's memoized
+    cache key and compiled SQL instead of rebuilding and re-hashing the
+    statement (half the cost of a small read). `build` runs on first use, when
+    every model is mapped.
+    """
+
+    def __init__(self, build: Callable[[], Select]) -> None:
+        self._build = build
+        self._statements: Optional[Tuple[Select, Select]] = None
+
+    def statements(self) -> Tuple[Select, Select]:
+        if self._statements is None:
+            stmt = self._build()
+            rows = (
+                stmt.add_columns(func.count().over().label("_total"))
+                .limit(bindparam("limit"))
+                .offset(bindparam("offset"))
+            )
+            count = select(func.count()).select_from(stmt.order_by(None).subquery())
+            self._statements = (rows, count)
+        return self._statements
+
+
 async def fetch_page(
     session: Union[AsyncSession, Reader],
-    stmt: Select,
+    query: PageQuery,
     *,
     limit: int,
     offset: int,
     entities: bool = True,
 ) -> Tuple[List[Any], int]:
-    """Run an ordered select for one page and the total row count.
+    """One page of `query` and the total row count.
 
     The total rides along as a window count, so a page costs one round trip;
     only a page past the end (no rows to carry it) needs a separate count.
     `entities=True` (a `select(Model)`) returns the objects; `False` (a select
-    of columns) returns the rows as mappings, whose extra `_total` key
-    validation ignores.
+    of columns) returns each row as a dict of its columns.
     """
-    windowed = stmt.add_columns(func.count().over().label("_total")).limit(limit).offset(offset)
-    rows = (await session.execute(windowed)).all()
+    rows_stmt, count_stmt = query.statements()
+    rows = (await session.execute(rows_stmt, {"limit": limit, "offset": offset})).all()
     if rows:
-        items = [row[0] for row in rows] if entities else [row._mapping for row in rows]
+        if entities:
+            items: List[Any] = [row[0] for row in rows]
+        else:
+            names = list(rows[0]._fields[:-1])
+            items = [dict(zip(names, row)) for row in rows]
         return items, int(rows[0][-1])
-    count_stmt = select(func.count()).select_from(stmt.order_by(None).subquery())
     return [], int((await session.execute(count_stmt)).scalar_one())

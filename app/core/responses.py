@@ -1,17 +1,24 @@
-"""Responses serialized by pydantic-core in one step.
+"""Read responses of database rows, serialized by orjson in one step.
 
-A route that returns a model normally has it validated again against its
-`response_model`, turned into Python primitives, then `json.dumps`-ed. For
-large read responses that is most of the request's CPU; `model_json` skips
-it. The route keeps its `response_model` for the OpenAPI schema, and the model
-was validated when it was built, so the body still matches the schema.
+A route that returns a model normally has it validated against its
+`response_model`, turned into Python primitives, then `json.dumps`-ed: for a
+page of posts that is most of the request's CPU. Rows of typed columns (ints,
+strings, timezone-aware datetimes) need none of it. Routes using `rows_json`
+keep their `response_model` for the OpenAPI schema; orjson writes the same
+format pydantic does (`Z` for UTC), which tests check for each such route.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from fastapi import Response
-from pydantic import BaseModel
 
 
-def model_json(model: BaseModel, status_code: int = 200) -> Response:
-    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
+def rows_json(content: Any, status_code: int = 200) -> Response:
+    return Response(
+        orjson.dumps(content, option=orjson.OPT_UTC_Z),
+        status_code=status_code,
+        media_type="application/json",
+    )

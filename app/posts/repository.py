@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import Reader
-from app.core.pagination import fetch_page
+from app.core.pagination import PageQuery, fetch_page
 from app.posts.models import Post
 
 
@@ -45,14 +45,17 @@ POST_COLUMNS = (
 async def list_posts(reader: Reader, *, limit: int, offset: int) -> Tuple[List[Any], int]:
     """Rows of a page, newest first (ids are monotonic, so id order is creation
     order), with the total."""
-    stmt = select(*POST_COLUMNS).order_by(_posts.c.id.desc())
-    return await fetch_page(reader, stmt, limit=limit, offset=offset, entities=False)
+    return await fetch_page(reader, _NEWEST_FIRST, limit=limit, offset=offset, entities=False)
 
 
-async def read_post(reader: Reader, post_id: int) -> Optional[Any]:
-    """One post as a row mapping, or None."""
-    result = await reader.execute(select(*POST_COLUMNS).where(_posts.c.id == post_id))
-    return result.mappings().first()
+_NEWEST_FIRST = PageQuery(lambda: select(*POST_COLUMNS).order_by(_posts.c.id.desc()))
+_ONE_POST = select(*POST_COLUMNS).where(_posts.c.id == bindparam("post_id"))
+
+
+async def read_post(reader: Reader, post_id: int) -> Optional[Dict[str, Any]]:
+    """One post's columns as a dict, or None."""
+    row = (await reader.execute(_ONE_POST, {"post_id": post_id})).mappings().first()
+    return None if row is None else dict(row)
 
 
 async def delete_post(session: AsyncSession, post: Post) -> None:

@@ -6,7 +6,7 @@ from typing_extensions import Annotated
 from app.auth.dependencies import CurrentPrincipal, CurrentUser
 from app.core.db import DbSession, Reads
 from app.core.pagination import Page, PageParams, page_params
-from app.core.responses import model_json
+from app.core.responses import rows_json
 from app.core.routing import KeelRoute
 from app.core.schemas import IdPath, error_responses
 from app.posts import service
@@ -39,15 +39,12 @@ async def list_posts(
     page: Annotated[PageParams, Depends(page_params)],
 ) -> Response:
     posts, total = await service.list_posts(reads, limit=page.limit, offset=page.offset)
-    body = PostPage.model_validate(
-        {"items": posts, "total": total, "limit": page.limit, "offset": page.offset}
-    )
-    return model_json(body)
+    return rows_json({"items": posts, "total": total, "limit": page.limit, "offset": page.offset})
 
 
 @router.get("/{post_id}", response_model=PostOut, responses=error_responses(401, 404, 422))
 async def read_post(post_id: IdPath, reads: Reads, caller: CurrentPrincipal) -> Response:
-    return model_json(PostOut.model_validate(await service.read_post(reads, post_id)))
+    return rows_json(await service.read_post(reads, post_id))
 
 
 @router.patch("/{post_id}", response_model=PostOut, responses=error_responses(401, 403, 404, 422))

@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from app.core.pagination import fetch_page
+from app.core.pagination import PageQuery, fetch_page
 from app.users.models import User
 
 
@@ -40,5 +40,9 @@ async def list_users_with_posts(
     session: AsyncSession, *, limit: int, offset: int
 ) -> Tuple[List[User], int]:
     """One statement for the page and total, one for all their posts (selectin)."""
-    stmt = select(User).options(selectinload(User.posts)).order_by(User.id)
-    return await fetch_page(session, stmt, limit=limit, offset=offset)
+    return await fetch_page(session, _USERS_WITH_POSTS, limit=limit, offset=offset)
+
+
+_USERS_WITH_POSTS = PageQuery(
+    lambda: select(User).options(selectinload(User.posts)).order_by(User.id)
+)

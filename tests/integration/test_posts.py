@@ -52,6 +52,29 @@ async def test_list_posts_is_paged_newest_first(client: Any, make_user: Callable
     assert second["items"][0]["id"] == ids[1]
 
 
+async def test_list_items_match_the_created_posts_exactly(
+    client: Any, make_user: Callable[..., Any]
+) -> None:
+    # The list is serialized straight from rows (orjson), creation through the
+    # PostOut model (pydantic): both must write the same JSON.
+    user = await make_user()
+    created = [(await _create(client, user, title=f"t{i}", body="é" * i)).json() for i in range(3)]
+    page = (await client.get("/api/posts", params={"limit": 3}, headers=user["headers"])).json()
+    assert page["items"] == created[::-1]
+
+
+async def test_page_past_the_end_is_empty_with_the_total(
+    client: Any, make_user: Callable[..., Any]
+) -> None:
+    user = await make_user()
+    await _create(client, user)
+    first = (await client.get("/api/posts", headers=user["headers"])).json()
+    past = (
+        await client.get("/api/posts", params={"offset": 100_000}, headers=user["headers"])
+    ).json()
+    assert past == {"items": [], "total": first["total"], "limit": 50, "offset": 100_000}
+
+
 async def test_anyone_signed_in_reads_a_post(client: Any, make_user: Callable[..., Any]) -> None:
     author, reader = await make_user(), await make_user()
     post = (await _create(client, author)).json()
