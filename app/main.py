@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.auth.router import router as auth_router
+from app.core import fastpath as core_fastpath
 from app.core.config import Settings, get_settings
 from app.core.db import db
 from app.core.errors import install_error_handlers
@@ -71,6 +72,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     ):
         app.include_router(router)
     fastpath.install(app)  # lean POST /api/predict(/batch): see app/ml/fastpath.py
+    core_fastpath.install(app)  # lean GET /api/posts: see app/core/fastpath.py
 
     # Upload endpoints count their own bytes against MAX_UPLOAD_BYTES.
     upload_limits = {"/api/upload-csv": settings.max_upload_bytes + 64 * 1024}

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any, AsyncContextManager, AsyncIterator, Callable, Dict, Optional
 
-from fastapi import Depends
+from fastapi import Depends, FastAPI
 from sqlalchemy import Executable, MetaData, Result, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -197,3 +197,11 @@ async def get_reader() -> Reader:
 
 
 Reads = Annotated[Reader, Depends(get_reader)]
+
+
+async def resolve_reader(app: FastAPI) -> Reader:
+    """The Reader `Reads` would give a route of `app`, honouring dependency
+    overrides (tests): for fast paths, which skip dependency injection."""
+    provider = app.dependency_overrides.get(get_reader, get_reader)
+    reader: Reader = await provider()
+    return reader

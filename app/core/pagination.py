@@ -13,21 +13,44 @@ from app.core.db import Reader
 
 T = TypeVar("T")
 
+DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
 MAX_OFFSET = 1_000_000
 
 
 class PageParams(BaseModel):
-    limit: int = 50
+    limit: int = DEFAULT_LIMIT
     offset: int = 0
 
 
 # async: FastAPI runs a plain `def` dependency in its thread pool, a costly hop for nothing.
 async def page_params(
-    limit: int = Query(50, ge=1, le=MAX_LIMIT),
+    limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> PageParams:
     return PageParams(limit=limit, offset=offset)
+
+
+def plain_page(query_string: bytes) -> Optional[Tuple[int, int]]:
+    """(limit, offset) when the query string is nothing but in-range
+    `limit`/`offset` digits, each at most once; None for anything else (a
+    fast path then leaves the request to `page_params` and its errors)."""
+    limit, offset = DEFAULT_LIMIT, 0
+    seen = set()
+    for part in query_string.split(b"&") if query_string else ():
+        name, _, value = part.partition(b"=")
+        if name in seen or not value.isdigit() or len(value) > 7:
+            return None
+        seen.add(name)
+        if name == b"limit":
+            limit = int(value)
+        elif name == b"offset":
+            offset = int(value)
+        else:
+            return None
+    if 1 <= limit <= MAX_LIMIT and offset <= MAX_OFFSET:
+        return limit, offset
+    return None
 
 
 class Page(BaseModel, Generic[T]):

@@ -16,9 +16,9 @@ import orjson
 from fastapi import Response
 
 
+def dump_rows(content: Any) -> bytes:
+    return orjson.dumps(content, option=orjson.OPT_UTC_Z)
+
+
 def rows_json(content: Any, status_code: int = 200) -> Response:
-    return Response(
-        orjson.dumps(content, option=orjson.OPT_UTC_Z),
-        status_code=status_code,
-        media_type="application/json",
-    )
+    return Response(dump_rows(content), status_code=status_code, media_type="application/json")
