@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, List, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Generic, List, Optional, Tuple, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel
 from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.db import Reader
+from app.core.db import PreparedRead, Reader
 
 T = TypeVar("T")
 
@@ -63,17 +63,18 @@ class Page(BaseModel, Generic[T]):
 class PageQuery:
     """An ordered select, prepared once for paging.
 
-    `rows` adds the total as a window count and takes `limit`/`offset` as
-    bound parameters; `count` is the fallback for a page past the end. Keep
-    one per list at module level: a request then reuses SQLAlchemy's memoized
-    cache key and compiled SQL instead of rebuilding and re-hashing the
-    statement (half the cost of a small read). `build` runs on first use, when
-    every model is mapped.
+    Its page statement adds the total as a window count and takes `limit`
+    and `offset` as bound parameters; its count statement is the fallback for
+    a page past the end. Keep one per list at module level: a request then
+    reuses SQLAlchemy's memoized cache key and compiled SQL (or, for
+    `fetch_row_page`, the asyncpg SQL) instead of rebuilding the statement.
+    `build` runs on first use, when every model is mapped.
     """
 
     def __init__(self, build: Callable[[], Select]) -> None:
         self._build = build
         self._statements: Optional[Tuple[Select, Select]] = None
+        self._prepared: Optional[Tuple[PreparedRead, PreparedRead]] = None
 
     def statements(self) -> Tuple[Select, Select]:
         if self._statements is None:
@@ -87,29 +88,38 @@ class PageQuery:
             self._statements = (rows, count)
         return self._statements
 
+    def prepared(self) -> Tuple[PreparedRead, PreparedRead]:
+        if self._prepared is None:
+            rows, count = self.statements()
+            self._prepared = (PreparedRead(rows), PreparedRead(count))
+        return self._prepared
+
 
 async def fetch_page(
-    session: Union[AsyncSession, Reader],
-    query: PageQuery,
-    *,
-    limit: int,
-    offset: int,
-    entities: bool = True,
+    session: AsyncSession, query: PageQuery, *, limit: int, offset: int
 ) -> Tuple[List[Any], int]:
-    """One page of `query` and the total row count.
-
-    The total rides along as a window count, so a page costs one round trip;
-    only a page past the end (no rows to carry it) needs a separate count.
-    `entities=True` (a `select(Model)`) returns the objects; `False` (a select
-    of columns) returns each row as a dict of its columns.
-    """
+    """One page of `query` (a `select(Model)`, so ORM objects) and the total
+    row count. The total rides along as a window count, so a page costs one
+    round trip; only a page past the end (no rows to carry it) needs a
+    separate count."""
     rows_stmt, count_stmt = query.statements()
     rows = (await session.execute(rows_stmt, {"limit": limit, "offset": offset})).all()
     if rows:
-        if entities:
-            items: List[Any] = [row[0] for row in rows]
-        else:
-            names = list(rows[0]._fields[:-1])
-            items = [dict(zip(names, row)) for row in rows]
-        return items, int(rows[0][-1])
+        return [row[0] for row in rows], int(rows[0][-1])
     return [], int((await session.execute(count_stmt)).scalar_one())
+
+
+async def fetch_row_page(
+    reader: Reader, query: PageQuery, *, limit: int, offset: int
+) -> Tuple[List[Dict[str, Any]], int]:
+    """Like `fetch_page` for a select of columns, read through `Reader.fetch`:
+    each row is a dict of its columns."""
+    rows_read, count_read = query.prepared()
+    rows = await reader.fetch(rows_read, {"limit": limit, "offset": offset})
+    if rows:
+        total = int(rows[0]["_total"])
+        items = [dict(row) for row in rows]
+        for item in items:
+            del item["_total"]
+        return items, total
+    return [], int((await reader.fetch(count_read, {}))[0][0])

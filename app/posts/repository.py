@@ -7,8 +7,8 @@ from typing import Any, Dict, List, Optional, Tuple
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.db import Reader
-from app.core.pagination import PageQuery, fetch_page
+from app.core.db import PreparedRead, Reader
+from app.core.pagination import PageQuery, fetch_row_page
 from app.posts.models import Post
 
 
@@ -29,8 +29,8 @@ async def get_post(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-# A list reads plain Core rows (table columns, not ORM attributes): building
-# 50 ORM objects per page costs more than the query itself.
+# Reads fetch plain rows of table columns through Reader.fetch, not ORM
+# objects: building 50 of those per page costs more than the query itself.
 _posts = Post.__table__
 POST_COLUMNS = (
     _posts.c.id,
@@ -45,17 +45,17 @@ POST_COLUMNS = (
 async def list_posts(reader: Reader, *, limit: int, offset: int) -> Tuple[List[Any], int]:
     """Rows of a page, newest first (ids are monotonic, so id order is creation
     order), with the total."""
-    return await fetch_page(reader, _NEWEST_FIRST, limit=limit, offset=offset, entities=False)
+    return await fetch_row_page(reader, _NEWEST_FIRST, limit=limit, offset=offset)
 
 
 _NEWEST_FIRST = PageQuery(lambda: select(*POST_COLUMNS).order_by(_posts.c.id.desc()))
-_ONE_POST = select(*POST_COLUMNS).where(_posts.c.id == bindparam("post_id"))
+_ONE_POST = PreparedRead(select(*POST_COLUMNS).where(_posts.c.id == bindparam("post_id")))
 
 
 async def read_post(reader: Reader, post_id: int) -> Optional[Dict[str, Any]]:
     """One post's columns as a dict, or None."""
-    row = (await reader.execute(_ONE_POST, {"post_id": post_id})).mappings().first()
-    return None if row is None else dict(row)
+    rows = await reader.fetch(_ONE_POST, {"post_id": post_id})
+    return dict(rows[0]) if rows else None
 
 
 async def delete_post(session: AsyncSession, post: Post) -> None:

@@ -55,7 +55,15 @@ def test_database_outage_answers_503_then_recovers_without_restart(own_postgres:
             post = http.post("/api/posts", json={"title": "before outage"}, headers=headers)
             assert post.status_code == 201
 
+            assert http.get("/api/posts", headers=headers).status_code == 200
+
             _stop(own_postgres)
+            # Reads through Reader.fetch (raw asyncpg) first: pooled connections are dead now.
+            for path in ("/api/posts", f"/api/posts/{post.json()['id']}", "/api/posts?limit=5"):
+                read = http.get(path, headers=headers)
+                assert read.status_code == 503, (path, read.text)
+                assert read.json()["code"] == "database_unavailable"
+                assert "retry-after" in read.headers
             down = http.get("/api/users/me", headers=headers)
             assert down.status_code == 503
             assert down.json()["code"] == "database_unavailable"
