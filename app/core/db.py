@@ -21,7 +21,7 @@ from sqlalchemy.orm import DeclarativeBase
 from typing_extensions import Annotated
 
 from app.core.config import Settings, get_settings
-from app.core.errors import DatabaseUnavailable
+from app.core.errors import DatabaseTimeout, DatabaseUnavailable
 from app.core.pool import FairAsyncQueuePool
 
 logger = logging.getLogger(__name__)
@@ -129,9 +129,9 @@ class Reader:
 
     `fetch` runs a `PreparedRead` on the asyncpg connection itself and returns
     asyncpg records: for the hottest reads, where SQLAlchemy's execution and
-    result machinery cost as much as the query. Connection failures become
-    503 `database_unavailable` (the connection is discarded), as on the
-    SQLAlchemy path.
+    result machinery cost as much as the query. Errors map as on the
+    SQLAlchemy path: connection failures become 503 `database_unavailable`
+    (the connection is discarded), a statement timeout 503 `database_timeout`.
     """
 
     def __init__(self, connect: Callable[[], AsyncContextManager[Any]]) -> None:
@@ -154,6 +154,9 @@ class Reader:
                 logger.warning("database connection failed during a read: %r", exc)
                 await connection.invalidate()
                 raise DatabaseUnavailable() from exc
+            except asyncpg.QueryCanceledError as exc:
+                logger.warning("read cancelled (statement timeout?): %.80s", read.sql)
+                raise DatabaseTimeout() from exc
 
 
 class Database:

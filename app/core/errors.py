@@ -115,6 +115,16 @@ class DatabaseUnavailable(ServiceUnavailable):
     message = "The database is unavailable, try again shortly"
 
 
+class DatabaseTimeout(ServiceUnavailable):
+    """A statement ran past DB_STATEMENT_TIMEOUT_MS (or was cancelled)."""
+
+    code = "database_timeout"
+    message = "The database took too long to answer, try again shortly"
+
+
+QUERY_CANCELED = "57014"  # SQLSTATE of statement_timeout and pg_cancel_backend
+
+
 def error_body(detail: Any, code: str) -> Dict[str, Any]:
     return {"detail": detail, "code": code}
 
@@ -206,6 +216,10 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
         logger.warning("database unavailable: %s", type(exc).__name__)
         err = DatabaseUnavailable()
         return JSONResponse(error_body(err.detail, err.code), 503, headers=err.headers)
+    if _sqlstate(exc) == QUERY_CANCELED:
+        logger.warning("statement cancelled on %s (statement timeout?)", request.url.path)
+        timeout = DatabaseTimeout()
+        return JSONResponse(error_body(timeout.detail, timeout.code), 503, headers=timeout.headers)
     if isinstance(exc, DataError) or _sqlstate(exc).startswith("22"):
         # SQLSTATE class 22 (bad encoding, out-of-range value): input the
         # validators let through. A 422, logged so the validator gets fixed.
