@@ -12,9 +12,9 @@ Memory held per upload (see docs/api.md, "CSV ingestion"):
   (exact quantiles need the values): integers take 1/2/4 bytes, decimals with
   few digits 4 bytes (`_compact`, checked to round-trip exactly), the rest
   float64; merged into 1 MiB segments to keep the heap unfragmented;
-- 8 bytes per distinct email (64-bit digests, see email_digests and
-  DistinctDigests), twice that while two sorted runs merge; at most
-  MAX_EMAIL_TASKS batches of emails waiting to be hashed.
+- 8 bytes per distinct email of each batch (64-bit digests, see
+  email_digests and DistinctDigests); at most MAX_EMAIL_TASKS batches of
+  emails waiting to be hashed.
 The summaries of the columns are computed from the compact form in the work
 threads (WORK_THREADS, shared by all uploads), two columns at a time.
 
@@ -684,8 +684,6 @@ class _Summarizer:
         self.total_rows += kept
         row_mask = None if kept == batch.num_rows else keep
         if kept:
-            # numpy releases the GIL for most of the hashing and sorting,
-            # which run beside the numeric work below.
             self.email_tasks.append(_work_pool().submit(self._count_emails, kept_emails))
         for index, column in self.columns.items():
             column.add(batch.column(index), row_mask)
@@ -704,20 +702,29 @@ class _Summarizer:
         self.distinct.add(email_digests(emails))
 
     def _result(self) -> CsvSummary:
-        pool = _work_pool()
-        described: Dict[int, Future[ColumnStats]] = {}
+        numeric: Dict[str, List[Union[np.ndarray, _Scaled]]] = {}
         if self.rows_seen:
             for index, column in self.columns.items():
                 if column.is_numeric:
                     column.flush()
-                    described[index] = pool.submit(describe_values, column.chunks)
-                    column.chunks = []
+                    numeric[self.names[index]] = column.chunks
+                column.chunks = []
+        # The columns are described in a work thread (one at a time: each
+        # needs a full copy of its values) while this one counts the emails.
+        described = _work_pool().submit(_describe_columns, numeric)
         for task in self.email_tasks:
             task.result()
         self.email_tasks = []
         unique_emails = self.distinct.count()
-        summary = {self.names[index]: task.result() for index, task in described.items()}
+        summary = described.result()
         return CsvSummary(total_rows=self.total_rows, unique_emails=unique_emails, summary=summary)
+
+
+def _describe_columns(
+    columns: Dict[str, List[Union[np.ndarray, _Scaled]]],
+) -> Dict[str, ColumnStats]:
+    """describe_values of each column; consumes the chunks."""
+    return {name: describe_values(chunks) for name, chunks in columns.items()}
 
 
 MAX_EMAIL_TASKS = 4
@@ -811,23 +818,25 @@ def _short_digests(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) ->
     words = (len(data) + _SHORT_STRING) // 8 + 2
     padded = np.zeros(words * 8 + 8, dtype=np.uint8)
     padded[: len(data)] = data
-    # by_offset[k][i]: the 8 bytes at 8 * i + k, so any unaligned word is one lookup.
-    by_offset = np.empty((8, words), dtype=np.uint64)
+    # The strings starting at offset k (mod 8) read aligned words of a view
+    # shifted by k bytes (views: no copy of the data).
+    groups = []
     for k in range(8):
-        by_offset[k] = padded[k : k + words * 8].view(_WORD)
+        rows = np.flatnonzero((starts & 7) == k)
+        if len(rows):
+            view = padded[k : k + (words - 1) * 8].view(_WORD)
+            groups.append((rows, view, starts[rows] >> 3))
     digests = lengths.astype(np.uint64) * _GOLDEN
     digests ^= _DIGEST_SEED
     width = min(int(lengths.max()), _SHORT_STRING)
+    word = np.empty(len(lengths), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for step in range(0, width, 8):
-            position = starts + step
-            word = by_offset[position & 7, position >> 3]
-            remaining = lengths - step
-            partial = np.flatnonzero(remaining < 8)
-            if len(partial):
-                # Keep the string's own bytes (the low ones: little-endian).
-                bits = (np.clip(remaining[partial], 0, 7) * 8).astype(np.uint64)
-                word[partial] &= ~(_ALL_BITS << bits)
+            for rows, view, first_words in groups:
+                word[rows] = view[first_words + step // 8]
+            # Keep the string's own bytes (the low ones: little-endian).
+            remaining = np.clip(lengths - step, 0, 8).astype(np.uint64) * np.uint64(8)
+            word &= ~(_ALL_BITS << remaining)
             digests ^= word
             digests ^= digests >> _SHIFT
             digests *= _MIX1
@@ -838,41 +847,42 @@ def _short_digests(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) ->
 
 
 class DistinctDigests:
-    """The distinct digests of one upload as a few sorted runs, merged as
-    they grow (like a binary counter: a run is merged into the one before it
-    once that one is at most twice its size). The sorting happens in the work
-    threads while the upload streams; at the end only the small recent runs
-    are left to merge. 8 bytes per distinct digest, twice that while two
-    runs merge."""
+    """The distinct digests of one upload, kept as sorted runs of distinct
+    digests of ~1 MiB of batches each (sorted in the work threads while the
+    upload streams; malloc maps 1 MiB segments on their own, see
+    _NumericColumn._keep). At the end the runs are merged: timsort finds
+    them, so that costs a merge, not a sort. 8 bytes per distinct email of
+    each run, plus the batches of the run being collected."""
 
     def __init__(self) -> None:
         self._runs: List[np.ndarray] = []
+        self._recent: List[np.ndarray] = []
+        self._recent_bytes = 0
         self._lock = threading.Lock()
 
     def add(self, digests: np.ndarray) -> None:
-        run = np.unique(digests)
+        with self._lock:
+            self._recent.append(digests)
+            self._recent_bytes += digests.nbytes
+            if self._recent_bytes < SEGMENT_BYTES:
+                return
+            batches, self._recent, self._recent_bytes = self._recent, [], 0
+        run = np.unique(np.concatenate(batches))
         with self._lock:
             self._runs.append(run)
-            while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
-                newest = self._runs.pop()
-                self._runs[-1] = _merge_distinct(self._runs[-1], newest)
 
     def count(self) -> int:
+        """The number of distinct digests; empties the collection."""
         with self._lock:
-            while len(self._runs) > 1:
-                newest = self._runs.pop()
-                self._runs[-1] = _merge_distinct(self._runs[-1], newest)
-            return len(self._runs[0]) if self._runs else 0
-
-
-def _merge_distinct(older: np.ndarray, newer: np.ndarray) -> np.ndarray:
-    """The sorted distinct values of two sorted distinct arrays."""
-    merged = np.concatenate((older, newer))
-    merged.sort(kind="stable")  # timsort: two sorted runs merge in one linear pass
-    keep = np.empty(len(merged), dtype=bool)
-    keep[:1] = True
-    np.not_equal(merged[1:], merged[:-1], out=keep[1:])
-    return merged[keep]
+            parts = self._runs
+            if self._recent:
+                parts.append(np.unique(np.concatenate(self._recent)))
+            self._runs, self._recent, self._recent_bytes = [], [], 0
+        if not parts:
+            return 0
+        digests = _drain_into(np.empty(sum(len(part) for part in parts), dtype=np.uint64), parts)
+        digests.sort(kind="stable")
+        return 1 + int(np.count_nonzero(digests[1:] != digests[:-1]))
 
 
 def _chunk_len(chunk: Union[np.ndarray, _Scaled]) -> int:
@@ -917,7 +927,7 @@ def describe_values(chunks: List[Union[np.ndarray, _Scaled]]) -> ColumnStats:
         mean = float(values.sum(dtype=np.float64)) / count
         std = math.sqrt(_sum_of_squares(values, mean) / (count - 1)) if count > 1 else math.nan
         low, high = float(values.min()), float(values.max())
-        p25, p50, p75 = np.percentile(values, [25, 50, 75], overwrite_input=True)
+        p25, p50, p75 = _quartiles(values, low, high)
     if decimals:
         return ColumnStats(
             count,
@@ -930,6 +940,54 @@ def describe_values(chunks: List[Union[np.ndarray, _Scaled]]) -> ColumnStats:
             high / scale,
         )
     return ColumnStats(count, mean, std, low, float(p25), float(p50), float(p75), high)
+
+
+_QUARTILES = (0.25, 0.5, 0.75)
+# Integer columns spanning at most this many values are counted, not sorted.
+_COUNTED_RANGE = 1 << 16
+
+
+def _quartiles(values: np.ndarray, low: float, high: float) -> Tuple[float, float, float]:
+    """The 25%, 50% and 75% percentiles with numpy's default (linear)
+    interpolation; may reorder `values`. Needs each quartile's two
+    neighbouring order statistics: from a histogram for integers of a small
+    range (one pass), else from one partition around the three lower ones
+    (the upper neighbour is the minimum of the slice after it)."""
+    count = len(values)
+    positions = [(count - 1) * q for q in _QUARTILES]
+    lower = [int(math.floor(position)) for position in positions]
+    if values.dtype.kind in "iu" and high - low < _COUNTED_RANGE:
+        cumulative = np.cumsum(np.bincount((values - int(low)).astype(np.intp, copy=False)))
+
+        def order_statistic(rank: int) -> float:
+            return low + float(np.searchsorted(cumulative, rank, side="right"))
+
+        neighbours = [(order_statistic(k), order_statistic(min(k + 1, count - 1))) for k in lower]
+    else:
+        ranks = sorted(set(lower))
+        values.partition(ranks)
+        # Past each partition point, the slice up to the next one holds the
+        # next order statistic as its minimum.
+        ends = {k: end for k, end in zip(ranks, ranks[1:] + [count - 1])}
+        neighbours = [
+            (
+                float(values[k]),
+                float(values[k + 1 : ends[k] + 1].min()) if k + 1 < count else float(values[k]),
+            )
+            for k in lower
+        ]
+    result = [
+        _lerp(below, above, position - k)
+        for (below, above), position, k in zip(neighbours, positions, lower)
+    ]
+    return result[0], result[1], result[2]
+
+
+def _lerp(below: float, above: float, fraction: float) -> float:
+    """numpy's interpolation formula (exact at both ends, monotonic)."""
+    if fraction >= 0.5:
+        return above - (above - below) * (1 - fraction)
+    return below + (above - below) * fraction
 
 
 def _drain_into(out: np.ndarray, parts: List[np.ndarray]) -> np.ndarray:
