@@ -15,8 +15,7 @@ Memory held per upload (see docs/api.md, "CSV ingestion"):
 - 8 bytes per distinct email of each batch (64-bit digests, see
   email_digests and DistinctDigests); at most MAX_EMAIL_TASKS batches of
   emails waiting to be hashed.
-The summaries of the columns are computed from the compact form in the work
-threads (WORK_THREADS, shared by all uploads), two columns at a time.
+The summaries are computed one column at a time from the compact form.
 
 Numeric-column rules (what pandas does with default options):
 - missing: the exact tokens of pandas' default NA list (`""`, `NA`, `null`,
@@ -702,29 +701,20 @@ class _Summarizer:
         self.distinct.add(email_digests(emails))
 
     def _result(self) -> CsvSummary:
-        numeric: Dict[str, List[Union[np.ndarray, _Scaled]]] = {}
+        for task in self.email_tasks:
+            task.result()
+        self.email_tasks = []
+        # Counted before the columns are described: the merge buffer is freed
+        # before the columns' copies are made (lower peak memory).
+        unique_emails = self.distinct.count()
+        summary: Dict[str, ColumnStats] = {}
         if self.rows_seen:
             for index, column in self.columns.items():
                 if column.is_numeric:
                     column.flush()
-                    numeric[self.names[index]] = column.chunks
+                    summary[self.names[index]] = describe_values(column.chunks)
                 column.chunks = []
-        # The columns are described in a work thread (one at a time: each
-        # needs a full copy of its values) while this one counts the emails.
-        described = _work_pool().submit(_describe_columns, numeric)
-        for task in self.email_tasks:
-            task.result()
-        self.email_tasks = []
-        unique_emails = self.distinct.count()
-        summary = described.result()
         return CsvSummary(total_rows=self.total_rows, unique_emails=unique_emails, summary=summary)
-
-
-def _describe_columns(
-    columns: Dict[str, List[Union[np.ndarray, _Scaled]]],
-) -> Dict[str, ColumnStats]:
-    """describe_values of each column; consumes the chunks."""
-    return {name: describe_values(chunks) for name, chunks in columns.items()}
 
 
 MAX_EMAIL_TASKS = 4
@@ -957,7 +947,12 @@ def _quartiles(values: np.ndarray, low: float, high: float) -> Tuple[float, floa
     positions = [(count - 1) * q for q in _QUARTILES]
     lower = [int(math.floor(position)) for position in positions]
     if values.dtype.kind in "iu" and high - low < _COUNTED_RANGE:
-        cumulative = np.cumsum(np.bincount((values - int(low)).astype(np.intp, copy=False)))
+        # bincount copies its input to intp: count in slices (small temporaries).
+        counts = np.zeros(int(high - low) + 1, dtype=np.int64)
+        for start in range(0, count, _SLICE):
+            piece = values[start : start + _SLICE].astype(np.intp) - int(low)
+            counts += np.bincount(piece, minlength=len(counts))
+        cumulative = np.cumsum(counts)
 
         def order_statistic(rank: int) -> float:
             return low + float(np.searchsorted(cumulative, rank, side="right"))
