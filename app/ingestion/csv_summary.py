@@ -404,6 +404,8 @@ class _NumericColumn:
             return
         values = self._plain_integers(tokens)
         if values is None:
+            # The first batch is sniffed (a failing cast is slow) before a text
+            # column is given up; later batches of a numeric column rarely fail.
             parsed = _parse_numbers(tokens) if self.batches or _may_be_numbers(tokens) else None
             if parsed is None:
                 self.mark_text()
@@ -472,6 +474,11 @@ class _NumericColumn:
     def _tokens_agree(self, tokens: pa.Array, values: pa.Array) -> bool:
         """Reject what Arrow parses but pandas does not: NaN spellings outside
         the NA list, padded or misspelled infinities, overflow to infinity."""
+        # NaN and infinities propagate to the sum: a finite sum (the usual
+        # case) clears the batch in one pass.
+        total = pc.sum(values).as_py()
+        if total is None or math.isfinite(total):
+            return self._check_extremes(tokens, values)
         non_finite = pc.invert(pc.is_finite(values))
         if not pc.any(non_finite).as_py():
             return self._check_extremes(tokens, values)
@@ -597,8 +604,6 @@ def _may_be_numbers(tokens: pa.Array) -> bool:
 def _parse_numbers(tokens: pa.Array) -> Optional[Tuple[pa.Array, pa.Array]]:
     """(float64 values, the tokens parsed) or None if a token is not a number.
     pandas allows ASCII whitespace around numbers; Arrow does not."""
-    if not _may_be_numbers(tokens):
-        return None
     try:
         return pc.cast(tokens, pa.float64()), tokens
     except pa.ArrowInvalid:
