@@ -463,7 +463,11 @@ def main() -> int:
 
     sizes = [int(s) for s in args.sizes.split(",")]
     files = {mb: generate_csv(Path(f"/tmp/keel-bench-{mb}mb.csv"), mb * 1_000_000) for mb in sizes}
-    print(f"cores: {os.cpu_count()}, python {sys.version.split()[0]}")
+    print(
+        f"cores: {os.cpu_count()}, python {sys.version.split()[0]}, "
+        f"load average at start {os.getloadavg()[0]:.2f} (other processes share the cores: "
+        "compare the ratios, not the times)"
+    )
     rows = []
     try:
         for mb in sizes:
@@ -546,6 +550,7 @@ def main() -> int:
             naive_server.stop()
     finally:
         embedded.stop_all()
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
     return 0 if all(agree for *_, agree in rows) else 1
 
 

@@ -712,13 +712,18 @@ class _Summarizer:
         # Counted before the columns are described: the merge buffer is freed
         # before the columns' copies are made (lower peak memory).
         unique_emails = self.distinct.count()
-        summary: Dict[str, ColumnStats] = {}
+        described: Dict[str, Future[ColumnStats]] = {}
         if self.rows_seen:
+            # Two columns at a time (the work threads): each is replaced by
+            # its copy as it is drained, so this adds about one column.
             for index, column in self.columns.items():
                 if column.is_numeric:
                     column.flush()
-                    summary[self.names[index]] = describe_values(column.chunks)
+                    described[self.names[index]] = _work_pool().submit(
+                        describe_values, column.chunks
+                    )
                 column.chunks = []
+        summary = {name: task.result() for name, task in described.items()}
         return CsvSummary(total_rows=self.total_rows, unique_emails=unique_emails, summary=summary)
 
 
