@@ -713,18 +713,21 @@ class _Summarizer:
         # Counted before the columns are described: the merge buffer is freed
         # before the columns' copies are made (lower peak memory).
         unique_emails = self.distinct.count()
-        described: Dict[str, Future[ColumnStats]] = {}
+        numeric: Dict[str, List[Union[np.ndarray, _Scaled]]] = {}
         if self.rows_seen:
-            # In the work thread: each column is replaced by its copy as it is
-            # drained, so this adds about one column's memory.
             for index, column in self.columns.items():
                 if column.is_numeric:
                     column.flush()
-                    described[self.names[index]] = _work_pool().submit(
-                        describe_values, column.chunks
-                    )
+                    numeric[self.names[index]] = column.chunks
                 column.chunks = []
-        summary = {name: task.result() for name, task in described.items()}
+        # Every other column in the work thread, the rest here: two at a time,
+        # each replaced by its copy as it is drained (about one column more).
+        names = list(numeric)
+        elsewhere = {
+            name: _work_pool().submit(describe_values, numeric[name]) for name in names[1::2]
+        }
+        here = {name: describe_values(numeric[name]) for name in names[::2]}
+        summary = {name: here[name] if name in here else elsewhere[name].result() for name in names}
         return CsvSummary(total_rows=self.total_rows, unique_emails=unique_emails, summary=summary)
 
 
