@@ -284,7 +284,9 @@ def _column_names(header: bytes) -> List[str]:
 # 30+ MiB, if the bytes are there). read() makes it wait once it is this many
 # blocks ahead of the batches consumed; the timeout only guarantees progress
 # should pyarrow ever need more blocks to produce the next batch.
-READ_AHEAD_BLOCKS = 2
+# 4 rather than 2: the reading side then rides out the parsing thread's
+# pauses (~10% faster uploads, peak RSS within the measurement noise).
+READ_AHEAD_BLOCKS = 4
 READ_AHEAD_WAIT = 0.5
 
 
