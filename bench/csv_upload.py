@@ -5,8 +5,10 @@
 Generates CSV files (id,name,email + 5 numeric columns) under /tmp, starts the
 real server (uvicorn, one process) and, as the baseline, a naive server in
 the same run: FastAPI `UploadFile` (spooled to a temp file) + `pd.read_csv` of
-the whole file + cleaning + `describe()`. Each scenario gets a fresh process:
-- wall time per upload (client side, best and median of --repeat);
+the whole file + cleaning + `describe()`. Each size gets fresh processes:
+- wall time per upload (client side, best and median of --repeat), keel and
+  naive running side by side with their uploads alternated (the order flips
+  every round), and the ratio of each round's pair;
 - the server's peak RSS growth: VmHWM after the uploads minus VmRSS after a
   warm-up request;
 - a 500 MB upload sent with chunked encoding (no Content-Length): how many
@@ -337,24 +339,42 @@ def warm_up(server: Server, token: Optional[str], data: bytes) -> None:
 
 
 def measure_uploads(
-    server: Server, token: Optional[str], data: bytes, repeat: int
-) -> Dict[str, Any]:
-    warm_up(server, token, data)
-    baseline = server.status()["VmRSS"]
-    times = []
-    result = None
-    for _ in range(repeat):
-        status, body, elapsed = upload(server.port, token, data)
-        assert status == 200, body[:300]
-        times.append(elapsed)
-        result = json.loads(body)
-    peak = server.status()["VmHWM"]
-    return {
-        "best": min(times),
-        "median": statistics.median(times),
-        "rss_growth": peak - baseline,
-        "result": result,
-    }
+    servers: List[Tuple[Server, Optional[str]]], data: bytes, repeat: int
+) -> List[Dict[str, Any]]:
+    """Upload `data` `repeat` times to each server, alternating (the order
+    flips every round), so that both see the same load on a shared machine.
+    Per server: wall times, best, median, peak RSS growth, last result."""
+    baselines = []
+    for server, token in servers:
+        warm_up(server, token, data)
+        baselines.append(server.status()["VmRSS"])
+    times: List[List[float]] = [[] for _ in servers]
+    results: List[Any] = [None for _ in servers]
+    for round_number in range(repeat):
+        order = list(range(len(servers)))
+        if round_number % 2:
+            order.reverse()
+        for index in order:
+            server, token = servers[index]
+            status, body, elapsed = upload(server.port, token, data)
+            assert status == 200, body[:300]
+            times[index].append(elapsed)
+            results[index] = json.loads(body)
+    return [
+        {
+            "times": times[index],
+            "best": min(times[index]),
+            "median": statistics.median(times[index]),
+            "rss_growth": server.status()["VmHWM"] - baselines[index],
+            "result": results[index],
+        }
+        for index, (server, _) in enumerate(servers)
+    ]
+
+
+def paired_ratios(ours: Dict[str, Any], naive: Dict[str, Any]) -> List[float]:
+    """naive / keel time of each round (both uploads ran back to back)."""
+    return [slow / fast for fast, slow in zip(ours["times"], naive["times"])]
 
 
 def idle_health(server: Server, probes: int = 500) -> Dict[str, Any]:
@@ -427,7 +447,7 @@ def same_summary(ours: Dict[str, Any], naive: Dict[str, Any]) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10,50", help="file sizes in MB")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=9, help="uploads per server and size")
     parser.add_argument("--huge-mb", type=int, default=500)
     parser.add_argument("--skip-huge", action="store_true")
     args = parser.parse_args()
@@ -443,32 +463,40 @@ def main() -> int:
 
     sizes = [int(s) for s in args.sizes.split(",")]
     files = {mb: generate_csv(Path(f"/tmp/keel-bench-{mb}mb.csv"), mb * 1_000_000) for mb in sizes}
-    print(f"cores: {os.cpu_count()}, python {sys.version.split()[0]}")
+    print(
+        f"cores: {os.cpu_count()}, python {sys.version.split()[0]}, "
+        f"load average at start {os.getloadavg()[0]:.2f} (other processes share the cores: "
+        "compare the ratios, not the times)"
+    )
     rows = []
     try:
         for mb in sizes:
             data = files[mb].read_bytes()
+            # Both servers run at once and the uploads alternate: the ratio
+            # compares runs made under the same machine load.
             keel = start_keel(env)
-            try:
-                token = access_token(keel.port)
-                ours = measure_uploads(keel, token, data, args.repeat)
-            finally:
-                keel.stop()
             naive_server = start_naive(env)
             try:
-                naive = measure_uploads(naive_server, None, data, args.repeat)
+                token = access_token(keel.port)
+                ours, naive = measure_uploads(
+                    [(keel, token), (naive_server, None)], data, args.repeat
+                )
             finally:
+                keel.stop()
                 naive_server.stop()
             agree = same_summary(ours["result"], naive["result"])
             rows.append((mb, len(data), ours, naive, agree))
+            ratios = paired_ratios(ours, naive)
             print(
-                f"{mb:>4} MB ({len(data) / MiB:.1f} MiB): "
-                f"keel {ours['best']:.3f}s (median {ours['median']:.3f}s), "
+                f"{mb:>4} MB ({len(data) / MiB:.1f} MiB), {args.repeat} uploads each, "
+                f"alternated: keel {ours['best']:.3f}s (median {ours['median']:.3f}s), "
                 f"RSS +{ours['rss_growth'] / MiB:.1f} MiB | "
                 f"naive {naive['best']:.3f}s (median {naive['median']:.3f}s), "
                 f"RSS +{naive['rss_growth'] / MiB:.1f} MiB | "
-                f"speed-up x{naive['best'] / ours['best']:.2f} (median "
-                f"x{naive['median'] / ours['median']:.2f}), "
+                f"speed-up x{naive['best'] / ours['best']:.2f} best/best, "
+                f"x{naive['median'] / ours['median']:.2f} median/median, "
+                f"x{statistics.median(ratios):.2f} median of paired rounds "
+                f"(min x{min(ratios):.2f}, max x{max(ratios):.2f}), "
                 f"memory ratio {naive['rss_growth'] / max(ours['rss_growth'], 1):.1f}, "
                 f"same summary: {agree}",
                 flush=True,
@@ -522,6 +550,7 @@ def main() -> int:
             naive_server.stop()
     finally:
         embedded.stop_all()
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
     return 0 if all(agree for *_, agree in rows) else 1
 
 

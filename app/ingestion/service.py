@@ -13,10 +13,10 @@ from app.ingestion.errors import FileTooLarge
 from app.ingestion.upload import (
     ByteChannel,
     FilePartReader,
+    TimedReceive,
     UploadAborted,
     missing_file_error,
     multipart_boundary,
-    receive_with_timeout,
 )
 
 if TYPE_CHECKING:
@@ -78,10 +78,11 @@ async def summarize_csv_upload(
         job = loop.run_in_executor(_parse_executor(), _summarize_channel, channel)
 
     reader = FilePartReader(boundary, channel, max_file_bytes, start_job)
+    receive_message = TimedReceive(receive, read_timeout)
     body_bytes = 0
     try:
         while True:
-            message = await receive_with_timeout(receive, read_timeout)
+            message = await receive_message()
             body = message.get("body", b"")
             if body:
                 body_bytes += len(body)

@@ -44,21 +44,32 @@ class ByteChannel:
     """Bounded hand-off of byte pieces from the event loop to one thread.
 
     The event loop side awaits a free slot (never blocks the loop); the thread
-    side blocks on a queue. When the consumer stops early (it found an error),
-    `consumer_done()` unblocks the producer, which then discards its pieces.
+    side blocks on a queue. The thread wakes the event loop only when the
+    producer is waiting for room: a wake-up is a syscall and a trip through
+    the GIL, which per piece slowed the event loop down. When the consumer
+    stops early (it found an error), `consumer_done()` unblocks the
+    producer, which then discards its pieces.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int = CHANNEL_PIECES) -> None:
         self._loop = loop
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._slots = asyncio.Semaphore(capacity)
+        self._capacity = capacity
+        self._room = asyncio.Event()
+        self._producer_waiting = False
         self._consumer_done = False
 
     # -- event loop side
     async def put(self, piece: bytes) -> None:
-        if self._consumer_done:
-            return
-        await self._slots.acquire()
+        while not self._consumer_done and self._queue.qsize() >= self._capacity:
+            self._room.clear()
+            self._producer_waiting = True
+            # Checked again after raising the flag: a piece taken in between
+            # would not have seen it.
+            if self._queue.qsize() < self._capacity:
+                self._producer_waiting = False
+                break
+            await self._room.wait()
         if self._consumer_done:
             return
         self._queue.put(piece)
@@ -75,7 +86,11 @@ class ByteChannel:
 
     def _mark_consumer_done(self) -> None:
         self._consumer_done = True
-        self._slots.release()
+        self._room.set()
+
+    def _make_room(self) -> None:
+        self._producer_waiting = False
+        self._room.set()
 
     # -- thread side
     def read_piece(self) -> Optional[bytes]:
@@ -85,7 +100,8 @@ class ByteChannel:
             raise UploadAborted()
         if item is _END:
             return None
-        self._loop.call_soon_threadsafe(self._slots.release)
+        if self._producer_waiting:
+            self._loop.call_soon_threadsafe(self._make_room)
         assert isinstance(item, bytes)
         return item
 
@@ -232,14 +248,36 @@ class FilePartReader:
             self._pending_bytes = 0
 
 
-async def receive_with_timeout(receive: Receive, timeout: float) -> Message:
-    """One ASGI receive; a client silent for `timeout` seconds is cut off."""
-    try:
-        message = await asyncio.wait_for(receive(), timeout)
-    except asyncio.TimeoutError:
-        raise UploadTimeout() from None
-    except BodyTooLarge:
-        raise FileTooLarge("The request body exceeds the upload limit") from None
-    if message["type"] == "http.disconnect":
-        raise UploadIncomplete()
-    return message
+class TimedReceive:
+    """ASGI receive() with a timeout per message: a client silent for
+    `timeout` seconds is cut off (UploadTimeout). A timer that cancels the
+    waiting task, not asyncio.wait_for, which wraps each receive() in a new
+    task (more event-loop turns per piece of body)."""
+
+    def __init__(self, receive: Receive, timeout: float) -> None:
+        self._receive = receive
+        self._timeout = timeout
+        self._expired = False
+
+    async def __call__(self) -> Message:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        timer = loop.call_later(self._timeout, self._expire, task)
+        try:
+            message = await self._receive()
+        except asyncio.CancelledError:
+            if not self._expired:
+                raise
+            raise UploadTimeout() from None
+        except BodyTooLarge:
+            raise FileTooLarge("The request body exceeds the upload limit") from None
+        finally:
+            timer.cancel()
+        if message["type"] == "http.disconnect":
+            raise UploadIncomplete()
+        return message
+
+    def _expire(self, task: asyncio.Task[None]) -> None:
+        self._expired = True
+        task.cancel()

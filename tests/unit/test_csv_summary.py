@@ -6,10 +6,11 @@ import csv
 import io
 import math
 import warnings
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,8 +18,10 @@ from hypothesis import strategies as st
 from app.ingestion.csv_summary import (
     PANDAS_NA_VALUES,
     CsvSummary,
-    count_distinct_digests,
+    DistinctDigests,
+    clean_emails,
     describe_values,
+    email_digests,
     summarize_csv,
 )
 from app.ingestion.errors import InvalidCsv, MissingColumns
@@ -253,10 +256,43 @@ def test_describe_values_matches_pandas_on_mixed_integer_storage() -> None:
         assert close(ours, expected[key])
 
 
-def test_distinct_digest_count_counts_each_digest_once_across_batches() -> None:
-    parts: List[Any] = [np.array([5, 9, 7], dtype=np.uint64), np.array([9, 1], dtype=np.uint64)]
-    assert count_distinct_digests(parts) == 4
-    assert parts == []
+def test_distinct_digests_count_each_digest_once_across_batches() -> None:
+    distinct = DistinctDigests()
+    rng = np.random.default_rng(5)
+    batches = [rng.integers(0, 5000, size, dtype=np.uint64) for size in (10, 3000, 7, 2000, 1, 900)]
+    for batch in batches:
+        distinct.add(batch)
+    assert distinct.count() == len(np.unique(np.concatenate(batches)))
+
+
+def test_equal_strings_get_equal_digests_wherever_they_sit() -> None:
+    strings = ["", "a", "abcdefgh", "abcdefghi", "x" * 64, "x" * 65, "x" * 300, "é@ü.de"]
+    mixed = pa.array(["pad", *strings, "abcdefgh", *reversed(strings)])
+    digests = email_digests(mixed.slice(1))
+    first, second = digests[: len(strings)], digests[len(strings) + 1 :][::-1]
+    assert list(first) == list(second)
+    assert digests[len(strings)] == digests[2]
+    assert len(set(first.tolist())) == len(strings)
+
+
+def test_digests_tell_apart_strings_that_differ_in_any_byte_or_length() -> None:
+    base = "user1234567@example.com"
+    variants = [base[:i] + "#" + base[i + 1 :] for i in range(len(base))]
+    variants += [base[:i] for i in range(len(base) + 1)] + [base + "m"]
+    variants += ["y" * n for n in range(60, 70)] + ["y" * 69 + "z"]
+    digests = email_digests(pa.array(variants))
+    assert len(set(digests.tolist())) == len(set(variants))
+
+
+def test_email_cleaning_of_ascii_batches_equals_the_unicode_rules() -> None:
+    """ASCII batches take Arrow's ASCII kernels: same answer as str.strip().lower()."""
+    ascii_chars = [chr(code) for code in range(128)]
+    values = [c + "Ab" + c for c in ascii_chars] + [c for c in ascii_chars]
+    cleaned = clean_emails(pa.array(values)).to_pylist()
+    assert cleaned == [value.strip().lower() for value in values]
+    unicode_values = values + ["\u00a0Ünïcode@X.com\u2003"]
+    cleaned = clean_emails(pa.array(unicode_values)).to_pylist()
+    assert cleaned == [value.strip().lower() for value in unicode_values]
 
 
 def test_multi_block_file_with_changing_number_formats_matches_pandas() -> None:
