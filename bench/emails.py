@@ -20,13 +20,13 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from celery import Celery  # noqa: E402
-from common import free_port, uvicorn_argv  # noqa: E402
+from common import free_port, process_tree_cpu_seconds, uvicorn_argv  # noqa: E402
 
 noop_app = Celery("bench_noop")
 noop_app.conf.update(
@@ -50,6 +50,84 @@ def noop() -> None:
     except NameError:
         client = _counter = redis.Redis.from_url(noop_app.conf.broker_url)
     client.incr("bench:noop:done")
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_cpu(path: str) -> float:
+    """utime+stime in seconds of a /proc/<pid>[/task/<tid>]/stat file (0 if gone)."""
+    try:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def _machine_busy_seconds() -> float:
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
+def cpu_snapshot(pids: Dict[str, int], db_name: str, sink_tid: int) -> Dict[str, float]:
+    """CPU seconds used so far by each part of the system under test.
+
+    PostgreSQL: the backends serving the bench database (found by their
+    process title) and the server's auxiliary processes (WAL writer etc.,
+    shared with anything else using that server). The bench process is split
+    into the SMTP sink thread and the rest (the load generator)."""
+    snap: Dict[str, float] = {}
+    snap["api"] = process_tree_cpu_seconds(pids["api"])
+    worker = pids["worker"]
+    snap["worker parent"] = _stat_cpu(f"/proc/{worker}/stat")
+    snap["worker children"] = process_tree_cpu_seconds(worker) - snap["worker parent"]
+    snap["redis"] = _stat_cpu(f"/proc/{pids['redis']}/stat")
+    backends = aux = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        title = _cmdline(pid)
+        if not title.startswith("postgres: "):
+            continue
+        if f" {db_name} " in title:
+            backends += _stat_cpu(f"/proc/{pid}/stat")
+        elif "(" not in title and "[local]" not in title:
+            aux += _stat_cpu(f"/proc/{pid}/stat")
+    snap["postgres backends"] = backends
+    snap["postgres aux"] = aux
+    sink = generator = 0.0
+    for tid in os.listdir("/proc/self/task"):
+        used = _stat_cpu(f"/proc/self/task/{tid}/stat")
+        if int(tid) == sink_tid:
+            sink += used
+        else:
+            generator += used
+    snap["smtp sink (thread)"] = sink
+    snap["load generator"] = generator
+    snap["machine busy"] = _machine_busy_seconds()
+    return snap
+
+
+def print_cpu(before: Dict[str, float], after: Dict[str, float], n: int, wall: float) -> None:
+    print(f"CPU during the end-to-end run ({wall:.1f} s wall, {os.cpu_count()} cores):")
+    attributed = 0.0
+    for name in before:
+        used = after[name] - before[name]
+        if name == "machine busy":
+            continue
+        attributed += used
+        print(f"  {name:22s} {used:6.2f} s  {used / n * 1e3:6.2f} ms/email")
+    busy = after["machine busy"] - before["machine busy"]
+    print(f"  {'sum of the above':22s} {attributed:6.2f} s  {attributed / n * 1e3:6.2f} ms/email")
+    print(f"  {'machine busy (all)':22s} {busy:6.2f} s  {busy / n * 1e3:6.2f} ms/email")
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -182,8 +260,8 @@ def measure_noops(env: Dict[str, str], broker_url: str, n: int) -> float:
 
 
 async def drive_emails(
-    base: str, n: int, sink: CountingHandler, concurrency: int
-) -> tuple[float, float]:
+    base: str, n: int, sink: CountingHandler, concurrency: int, probe: Callable[[], Dict[str, float]]
+) -> tuple[float, float, Dict[str, float], Dict[str, float]]:
     import httpx
 
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
@@ -199,6 +277,7 @@ async def drive_emails(
         while sink.count < 1:  # noqa: ASYNC110 - polling a counter in another thread
             await asyncio.sleep(0.05)
         base_count = sink.count
+        cpu_before = probe()
         start = time.perf_counter()
         host, port = base.rsplit("//", 1)[1].split(":")
         request = (
@@ -226,10 +305,11 @@ async def drive_emails(
         while sink.count - base_count < n and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - start
+        cpu_after = probe()
         assert statuses.count(202) == n, {s: statuses.count(s) for s in set(statuses)}
         if sink.count - base_count < n:
             raise SystemExit(f"only {sink.count - base_count}/{n} emails arrived")
-        return n / elapsed, n / enqueued
+        return n / elapsed, n / enqueued, cpu_before, cpu_after
 
 
 async def read_response(reader: asyncio.StreamReader) -> int:
@@ -320,8 +400,16 @@ def main() -> int:
 
         wait_for(lambda: _http_ok(f"http://127.0.0.1:{port}/health", urllib.request), 30, "api")
         pushes_before = _list_pushes(broker_url)
-        emails, accepted = asyncio.run(
-            drive_emails(f"http://127.0.0.1:{port}", args.emails, sink_handler, args.clients)
+        pids = {"api": procs[0].pid, "worker": procs[1].pid, "redis": redis_proc.pid}
+        db_name = db_url.rsplit("/", 1)[1]
+        emails, accepted, cpu_before, cpu_after = asyncio.run(
+            drive_emails(
+                f"http://127.0.0.1:{port}",
+                args.emails,
+                sink_handler,
+                args.clients,
+                lambda: cpu_snapshot(pids, db_name, sink.native_id),
+            )
         )
         messages = _list_pushes(broker_url) - pushes_before
         print(f"celery no-op tasks (2 processes):   {noops:8.0f} tasks/s")
@@ -333,6 +421,7 @@ def main() -> int:
         print(f"jobs per broker message (relay):    {args.emails / max(1, messages):8.1f}")
         print(f"ratio emails / no-op tasks:         {emails / noops:8.2f}")
         print(f"goal >= 300 emails/s:               {'met' if emails >= 300 else 'NOT met'}")
+        print_cpu(cpu_before, cpu_after, args.emails, args.emails / emails)
     finally:
         for proc in procs:
             proc.terminate()

@@ -65,6 +65,11 @@ class MailSink:
         )
 
     @property
+    def native_id(self) -> int:
+        """The OS id of the sink's thread (for CPU accounting)."""
+        return self._thread.native_id or 0
+
+    @property
     def address(self) -> Tuple[str, int]:
         return self.host, self.port
 

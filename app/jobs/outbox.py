@@ -56,6 +56,51 @@ def publish_after_commit(session: AsyncSession, message: OutboundMessage) -> Non
     session.sync_session.info.setdefault(_PENDING_KEY, []).append(message)
 
 
+class DirectOutbox:
+    """For a request whose only write is one job row: the row is written by
+    one autocommit statement (the statement is the whole transaction) and
+    handed to the relay as soon as that statement returns.
+
+    One round trip, straight to the driver, instead of BEGIN, the
+    statements, COMMIT through the ORM. `fetchrow` takes asyncpg SQL ($1...).
+    """
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        from app.core.db import db
+
+        async with db.engine.connect() as connection:
+            # No SQLAlchemy statement runs on it, so no BEGIN is sent.
+            driver: Any = (await connection.get_raw_connection()).driver_connection
+            return await driver.fetchrow(sql, *args)
+
+    def publish(self, message: OutboundMessage) -> None:
+        relay.submit([message])
+
+
+class SessionOutbox(DirectOutbox):
+    """The same inside a session's transaction, published after its commit
+    (tests point `get_direct_outbox` at their rolled-back session)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        connection = await self.session.connection()
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        return await driver.fetchrow(sql, *args)
+
+    def publish(self, message: OutboundMessage) -> None:
+        publish_after_commit(self.session, message)
+
+
+_direct_outbox = DirectOutbox()
+
+
+async def get_direct_outbox() -> DirectOutbox:
+    """FastAPI dependency (overridable in tests)."""
+    return _direct_outbox
+
+
 @event.listens_for(Session, "after_commit")
 def _hand_to_relay(session: Session) -> None:
     pending: List[OutboundMessage] = session.info.pop(_PENDING_KEY, [])
