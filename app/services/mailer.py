@@ -1,4 +1,4 @@
-"""SMTP adapter: one persistent aiosmtplib connection per process (per event loop).
+"""SMTP adapter: persistent aiosmtplib connections, reused (per process and event loop).
 
 Errors are split by what a caller should do about them: `MailTransientError`
 (connection trouble, timeouts, 4xx replies: try again later) and
@@ -17,7 +17,7 @@ from email.message import EmailMessage
 from email.mime.text import MIMEText
 from email.utils import formatdate, parseaddr
 from functools import lru_cache
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import aiosmtplib
 
@@ -157,16 +157,19 @@ def _classify(exc: Exception) -> MailError:
 
 
 class Mailer:
-    """Sends messages over one reused SMTP connection; reconnects when it drops.
+    """Sends messages over reused SMTP connections; reconnects when one drops.
 
-    Not safe for concurrent use from several tasks at once: callers in the
-    worker run one job at a time per process, and a lock guards the rest.
+    A connection carries one mail transaction at a time: each send takes an
+    idle connection (or opens one) and gives it back when done, so a worker
+    running several jobs at once holds one connection per job in flight and
+    a worker running one job at a time reuses a single connection.
     """
+
+    MAX_IDLE = 8
 
     def __init__(self, settings: Optional[Settings] = None) -> None:
         self.settings = settings or get_settings()
-        self._client: Optional[aiosmtplib.SMTP] = None
-        self._lock = asyncio.Lock()
+        self._idle: List[aiosmtplib.SMTP] = []
 
     async def _connect(self) -> aiosmtplib.SMTP:
         host, port = smtp_address(self.settings)
@@ -182,39 +185,55 @@ class Mailer:
             await client.login(self.settings.smtp_username, self.settings.smtp_password)
         return client
 
+    async def _checkout(self) -> aiosmtplib.SMTP:
+        while self._idle:
+            client = self._idle.pop()
+            if client.is_connected:
+                return client
+            client.close()
+        return await self._connect()
+
+    def _checkin(self, client: aiosmtplib.SMTP) -> None:
+        if client.is_connected and len(self._idle) < self.MAX_IDLE:
+            self._idle.append(client)
+        else:
+            client.close()
+
     async def send(self, email: OutgoingEmail) -> None:
         """Hand one message to the SMTP server. Raises MailTransientError or
         MailPermanentError; on success the server has accepted the message."""
         raw = render_message(email, self.settings)
         message = build_message(email, self.settings) if raw is None else None
-        async with self._lock:
-            try:
-                if self._client is None or not self._client.is_connected:
-                    self._client = await self._connect()
-                if raw is not None:
-                    sender = _address(self.settings.mail_from)
-                    await self._client.sendmail(sender, [email.to], raw)
+        client: Optional[aiosmtplib.SMTP] = None
+        done = False
+        try:
+            client = await self._checkout()
+            if raw is not None:
+                await client.sendmail(_address(self.settings.mail_from), [email.to], raw)
+            else:
+                assert message is not None
+                await client.send_message(message)
+            done = True
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            raise _classify(exc) from exc
+        finally:
+            # After a failure or a cancellation (job timeout) the session's
+            # state is unknown: never reuse it.
+            if client is not None:
+                if done:
+                    self._checkin(client)
                 else:
-                    assert message is not None
-                    await self._client.send_message(message)
-            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
-                # After any failure the session state is unknown: start afresh next time.
-                self._drop()
-                raise _classify(exc) from exc
-
-    def _drop(self) -> None:
-        if self._client is not None:
-            self._client.close()
-        self._client = None
+                    client.close()
 
     async def close(self) -> None:
-        async with self._lock:
-            if self._client is not None and self._client.is_connected:
+        idle, self._idle = self._idle, []
+        for client in idle:
+            if client.is_connected:
                 try:
-                    await self._client.quit()
+                    await client.quit()
                 except (aiosmtplib.SMTPException, OSError):
                     logger.debug("SMTP QUIT failed; closing anyway")
-            self._drop()
+            client.close()
 
 
 _mailer: Optional[Mailer] = None

@@ -1,10 +1,12 @@
-"""A job batch that runs out of time hands its unstarted jobs back untouched."""
+"""A job batch that runs out of time hands its unstarted jobs back untouched
+(whatever the number of lanes running its jobs at once)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any, List
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.jobs import repository, runner
@@ -14,8 +16,9 @@ from app.jobs.outbox import relay
 SLOW_KIND = "tests.slow_batch_job"
 
 
+@pytest.mark.parametrize("lanes", [1, 2])
 async def test_a_batch_out_of_time_hands_the_rest_back_untouched(
-    committed_db: Any, settings: Any
+    committed_db: Any, settings: Any, lanes: int
 ) -> None:
     ran: List[int] = []
 
@@ -30,19 +33,20 @@ async def test_a_batch_out_of_time_hands_the_rest_back_untouched(
         async with AsyncSession(committed_db) as session:
             jobs = [
                 await repository.insert_job(session, kind=SLOW_KIND, payload={}, owner_id=None)
-                for _ in range(3)
+                for _ in range(lanes + 2)
             ]
             await session.commit()
         ids = [job.id for job in jobs]
 
-        outcomes = await runner.execute_batch(committed_db, ids, SLOW_KIND, tight)
+        outcomes = await runner.execute_batch(committed_db, ids, SLOW_KIND, tight, lanes=lanes)
 
-        assert ran == ids[:1]
-        assert [outcome.status for outcome in outcomes] == [SUCCEEDED]
+        # One job per lane started at once; none after the budget was spent.
+        assert sorted(ran) == ids[:lanes]
+        assert [outcome.status for outcome in outcomes] == [SUCCEEDED] * lanes
         async with AsyncSession(committed_db) as session:
             rows = [await repository.get_job(session, job_id) for job_id in ids]
-        assert [row.status for row in rows if row] == [SUCCEEDED, QUEUED, QUEUED]
-        assert [row.attempts for row in rows if row] == [1, 0, 0]
+        assert [row.status for row in rows if row] == [SUCCEEDED] * lanes + [QUEUED, QUEUED]
+        assert [row.attempts for row in rows if row] == [1] * lanes + [0, 0]
         # The hand-back went to the relay (published, or left for the sweep).
         assert relay.wait_idle(timeout=10)
     finally:
