@@ -6,7 +6,9 @@ measured in the same run on the same broker and worker count.
 
 Uses BENCH_DATABASE_URL (default: the local server on 127.0.0.1:5432) to
 create a throwaway database, a private redis-server on a spare port, and an
-SMTP sink in this process. Everything runs on 127.0.0.1.
+SMTP sink (bench/smtp_sink.py, its own process; `--sink aiosmtpd` runs the
+aiosmtpd server of app/dev/mailsink.py in a thread of this process instead).
+Everything runs on 127.0.0.1. Also prints the CPU each part used per email.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Any, Callable, Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -77,13 +79,14 @@ def _machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / _TICKS
 
 
-def cpu_snapshot(pids: Dict[str, int], db_name: str, sink_tid: int) -> Dict[str, float]:
+def cpu_snapshot(pids: Dict[str, int], db_name: str, sink_tid: int = 0) -> Dict[str, float]:
     """CPU seconds used so far by each part of the system under test.
 
     PostgreSQL: the backends serving the bench database (found by their
     process title) and the server's auxiliary processes (WAL writer etc.,
-    shared with anything else using that server). The bench process is split
-    into the SMTP sink thread and the rest (the load generator)."""
+    shared with anything else using that server). With an in-process sink
+    (`sink_tid`), the bench process is split into the sink thread and the
+    rest (the load generator)."""
     snap: Dict[str, float] = {}
     snap["api"] = process_tree_cpu_seconds(pids["api"])
     worker = pids["worker"]
@@ -103,14 +106,15 @@ def cpu_snapshot(pids: Dict[str, int], db_name: str, sink_tid: int) -> Dict[str,
             aux += _stat_cpu(f"/proc/{pid}/stat")
     snap["postgres backends"] = backends
     snap["postgres aux"] = aux
-    sink = generator = 0.0
+    sink = _stat_cpu(f"/proc/{pids['sink']}/stat") if "sink" in pids else 0.0
+    generator = 0.0
     for tid in os.listdir("/proc/self/task"):
         used = _stat_cpu(f"/proc/self/task/{tid}/stat")
         if int(tid) == sink_tid:
             sink += used
         else:
             generator += used
-    snap["smtp sink (thread)"] = sink
+    snap["smtp sink"] = sink
     snap["load generator"] = generator
     snap["machine busy"] = _machine_busy_seconds()
     return snap
@@ -260,7 +264,7 @@ def measure_noops(env: Dict[str, str], broker_url: str, n: int) -> float:
 
 
 async def drive_emails(
-    base: str, n: int, sink: CountingHandler, concurrency: int, probe: Callable[[], Dict[str, float]]
+    base: str, n: int, sink: Any, concurrency: int, probe: Callable[[], Dict[str, float]]
 ) -> tuple[float, float, Dict[str, float], Dict[str, float]]:
     import httpx
 
@@ -331,7 +335,11 @@ def main() -> int:
     parser.add_argument("--emails", type=int, default=3000)
     parser.add_argument("--noops", type=int, default=5000)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--sink", choices=("lean", "aiosmtpd"), default="lean")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+
+    from smtp_sink import SinkProcess
 
     from app.dev.mailsink import MailSink
 
@@ -343,7 +351,8 @@ def main() -> int:
         )
     )
     sink_handler = CountingHandler()
-    sink = MailSink(sink_handler).start()
+    sink: Any = SinkProcess() if args.sink == "lean" else MailSink(sink_handler).start()
+    counted: Any = sink if args.sink == "lean" else sink_handler
     port = free_port()
     env = {
         **os.environ,
@@ -401,17 +410,20 @@ def main() -> int:
         wait_for(lambda: _http_ok(f"http://127.0.0.1:{port}/health", urllib.request), 30, "api")
         pushes_before = _list_pushes(broker_url)
         pids = {"api": procs[0].pid, "worker": procs[1].pid, "redis": redis_proc.pid}
+        if args.sink == "lean":
+            pids["sink"] = sink.process.pid
         db_name = db_url.rsplit("/", 1)[1]
         emails, accepted, cpu_before, cpu_after = asyncio.run(
             drive_emails(
                 f"http://127.0.0.1:{port}",
                 args.emails,
-                sink_handler,
+                counted,
                 args.clients,
-                lambda: cpu_snapshot(pids, db_name, sink.native_id),
+                lambda: cpu_snapshot(pids, db_name, getattr(sink, "native_id", 0)),
             )
         )
         messages = _list_pushes(broker_url) - pushes_before
+        print(f"SMTP sink: {args.sink}; load average before the run: {load_before:.2f}")
         print(f"celery no-op tasks (2 processes):   {noops:8.0f} tasks/s")
         print(f"API accepted send-email requests:   {accepted:8.0f} req/s ({args.clients} clients)")
         print(

@@ -101,7 +101,9 @@ async def test_subject_with_a_line_break_is_rejected(
 ) -> None:
     user = await make_user()
     response = await client.post(
-        f"/api/send-email/{user['id']}", json={"subject": "a\r\nBcc: x@y.z"}, headers=user["headers"]
+        f"/api/send-email/{user['id']}",
+        json={"subject": "a\r\nBcc: x@y.z"},
+        headers=user["headers"],
     )
     assert response.status_code == 422
 
