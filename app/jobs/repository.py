@@ -128,7 +128,9 @@ async def lock_run_as_succeeded(session: AsyncSession, job_id: int, *, delivery:
     row commit or roll back together. False if that run no longer owns the
     row (another run took over); waits while another transaction holds it."""
     params = {"p_id": job_id, "p_delivery": delivery}
-    return (await session.execute(_SUCCEED_RUN, params)).first() is not None
+    # On the session's Core connection: the ORM's execute adds nothing here.
+    connection = await session.connection()
+    return (await connection.execute(_SUCCEED_RUN, params)).first() is not None
 
 
 async def list_jobs(
