@@ -61,17 +61,25 @@ class DirectOutbox:
     one autocommit statement (the statement is the whole transaction) and
     handed to the relay as soon as that statement returns.
 
-    One round trip, straight to the driver, instead of BEGIN, the
-    statements, COMMIT through the ORM. `fetchrow` takes asyncpg SQL ($1...).
+    One round trip and SQL as the driver takes it (`$1` parameters, no
+    statement compilation), instead of BEGIN, the statements and COMMIT
+    through the ORM. SQLAlchemy still runs it, so a broken connection is
+    invalidated and reported like any other database error.
     """
+
+    def __init__(self) -> None:
+        self._engine: Any = None
+        self._autocommit: Any = None
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
         from app.core.db import db
 
-        async with db.engine.connect() as connection:
-            # No SQLAlchemy statement runs on it, so no BEGIN is sent.
-            driver: Any = (await connection.get_raw_connection()).driver_connection
-            return await driver.fetchrow(sql, *args)
+        if self._engine is not db.engine:  # configured (again) since last time
+            self._engine = db.engine
+            self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        async with self._autocommit.connect() as connection:
+            result = await connection.exec_driver_sql(sql, args)
+            return result.mappings().first()
 
     def publish(self, message: OutboundMessage) -> None:
         relay.submit([message])
@@ -82,12 +90,12 @@ class SessionOutbox(DirectOutbox):
     (tests point `get_direct_outbox` at their rolled-back session)."""
 
     def __init__(self, session: AsyncSession) -> None:
+        super().__init__()
         self.session = session
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
         connection = await self.session.connection()
-        driver: Any = (await connection.get_raw_connection()).driver_connection
-        return await driver.fetchrow(sql, *args)
+        return (await connection.exec_driver_sql(sql, args)).mappings().first()
 
     def publish(self, message: OutboundMessage) -> None:
         publish_after_commit(self.session, message)
