@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, NamedTuple, Optional
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.jobs.models import QUEUED
@@ -57,20 +56,12 @@ class Recipient(NamedTuple):
 
 
 _ACTIVE_RECIPIENT_SQL = "SELECT id, email, name FROM users WHERE id = $1 AND is_active"
-_ACTIVE_RECIPIENT = text("SELECT id, email, name FROM users WHERE id = :id AND is_active")
 
 
 async def get_active_recipient(session: AsyncSession, user_id: int) -> Optional[Recipient]:
-    """An active user's address and name, read in the session's open
-    transaction straight through the driver: a worker does this once per
-    email, and the ORM's load costs several times the round trip."""
+    """An active user's address and name, in the session's transaction. SQL
+    as the driver takes it: a worker does this once per email, and the ORM's
+    load cost several times the round trip."""
     connection = await session.connection()
-    driver: Any = (await connection.get_raw_connection()).driver_connection
-    if driver.is_in_transaction():
-        row = await driver.fetchrow(_ACTIVE_RECIPIENT_SQL, user_id)
-    else:
-        # SQLAlchemy begins transactions lazily, on its first statement: let
-        # it run this one, so that the session's transaction really exists.
-        row = (await connection.execute(_ACTIVE_RECIPIENT, {"id": user_id})).first()
-        row = None if row is None else row._mapping
-    return None if row is None else Recipient(row["id"], row["email"], row["name"])
+    row = (await connection.exec_driver_sql(_ACTIVE_RECIPIENT_SQL, (user_id,))).first()
+    return None if row is None else Recipient(row.id, row.email, row.name)
