@@ -8,7 +8,6 @@ from typing_extensions import Annotated
 from app.auth.dependencies import oauth2_scheme
 from app.auth.principal import verify_access_token
 from app.auth.service import authenticate_access_token
-from app.core.db import DbSession
 from app.core.errors import NotAuthenticated
 from app.core.logging import user_id_var
 from app.core.routing import KeelRoute
@@ -44,7 +43,6 @@ async def send_email(
     user_id: IdPath,
     caller: Annotated[Tuple[str, int, float], Depends(verified_token)],
     outbox: Annotated[DirectOutbox, Depends(get_direct_outbox)],
-    session: DbSession,
     body: Optional[SendEmailRequest] = None,
 ) -> EmailQueued:
     request = body or SendEmailRequest()
@@ -59,9 +57,10 @@ async def send_email(
     )
     if job_id is None:
         # Refused (or the state changed since): the full checks say why.
-        actor = await authenticate_access_token(session, token)
-        job = await service.queue_email(
-            session, actor=actor, user_id=user_id, subject=request.subject, body=request.body
-        )
-        job_id = job.id
+        async with outbox.transaction() as session:
+            actor = await authenticate_access_token(session, token)
+            job = await service.queue_email(
+                session, actor=actor, user_id=user_id, subject=request.subject, body=request.body
+            )
+            job_id = job.id
     return EmailQueued(job_id=job_id)

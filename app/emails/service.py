@@ -52,7 +52,7 @@ async def queue_email_if_allowed(
         payload=_payload(user_id, subject, body),
     )
     if job_id is not None:
-        outbox.publish(OutboundMessage(job_id, SEND_EMAIL))
+        await outbox.publish(OutboundMessage(job_id, SEND_EMAIL))
     return job_id
 
 

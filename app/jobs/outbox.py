@@ -15,8 +15,9 @@ import os
 import queue
 import threading
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, AsyncIterator, Dict, List, Optional
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -81,8 +82,19 @@ class DirectOutbox:
             result = await connection.exec_driver_sql(sql, args)
             return result.mappings().first()
 
-    def publish(self, message: OutboundMessage) -> None:
+    async def publish(self, message: OutboundMessage) -> None:
+        """Hand the committed job to the relay."""
         relay.submit([message])
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session for the rare request that needs more than the one
+        statement, committed when the block ends without an error."""
+        from app.core.db import db
+
+        async with db.sessionmaker() as session:
+            yield session
+            await session.commit()
 
 
 class SessionOutbox(DirectOutbox):
@@ -97,8 +109,15 @@ class SessionOutbox(DirectOutbox):
         connection = await self.session.connection()
         return (await connection.exec_driver_sql(sql, args)).mappings().first()
 
-    def publish(self, message: OutboundMessage) -> None:
+    async def publish(self, message: OutboundMessage) -> None:
+        # The session's commit stands for the end of the request's transaction.
         publish_after_commit(self.session, message)
+        await self.session.commit()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        yield self.session
+        await self.session.commit()
 
 
 _direct_outbox = DirectOutbox()
