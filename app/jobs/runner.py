@@ -298,8 +298,9 @@ async def execute_batch(
     settings: Settings,
     lanes: int = JOB_LANES,
 ) -> List[Outcome]:
-    """Run the jobs of one task message, up to `lanes` at a time, each as
-    `execute_job` (claimed when it starts, committed when it ends). A batch
+    """Run the jobs of one task message, up to `lanes` at a time (one at a
+    time if any of them is already `running`), each as `execute_job`
+    (claimed when it starts, committed when it ends). A batch
     stops starting jobs once it has used half the slack between the job
     timeout and the task's hard time limit, and hands the rest back to the
     broker (their rows are untouched: still queued), so a slow batch is never
@@ -311,6 +312,13 @@ async def execute_batch(
     started = loop.time()
     outcomes: Dict[int, Outcome] = {}
     cursor = [0]  # the next index to start, shared by the lanes
+    if lanes > 1 and len(job_ids) > 1:
+        async with engine.connect() as connection:
+            if await repository.any_running(connection, job_ids):
+                # Likely a redelivery after a worker died: one at a time, so
+                # that a job that kills its worker costs the jobs beside it
+                # no further lost deliveries (they would end up dead too).
+                lanes = 1
 
     async def lane() -> None:
         async with engine.connect() as connection:
