@@ -5,9 +5,9 @@ jobs of that kind per message (app/jobs). Delivery
 is at-least-once: acks_late + reject_on_worker_lost put a task whose pool
 process died back on the queue, and the job rows make re-runs harmless.
 
-Each pool process gets one event loop, one async engine and one SMTP
-connection, created when the process starts (worker_process_init), and
-closed when it stops. The worker's main process runs the outbox sweep.
+Each pool process gets one event loop and one async engine, created when
+the process starts (worker_process_init), and reused SMTP connections (one
+per job running at once); all closed when it stops. The worker's main process runs the outbox sweep.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ measured in the same run on the same broker and worker count.
 
 Uses BENCH_DATABASE_URL (default: the local server on 127.0.0.1:5432) to
 create a throwaway database, a private redis-server on a spare port, and an
-SMTP sink in this process. Everything runs on 127.0.0.1.
+SMTP sink (bench/smtp_sink.py, its own process; `--sink aiosmtpd` runs the
+aiosmtpd server of app/dev/mailsink.py in a thread of this process instead).
+Everything runs on 127.0.0.1. Also prints the CPU each part used per email.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Callable, Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from celery import Celery  # noqa: E402
-from common import free_port, uvicorn_argv  # noqa: E402
+from common import free_port, process_tree_cpu_seconds, uvicorn_argv  # noqa: E402
 
 noop_app = Celery("bench_noop")
 noop_app.conf.update(
@@ -50,6 +52,86 @@ def noop() -> None:
     except NameError:
         client = _counter = redis.Redis.from_url(noop_app.conf.broker_url)
     client.incr("bench:noop:done")
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_cpu(path: str) -> float:
+    """utime+stime in seconds of a /proc/<pid>[/task/<tid>]/stat file (0 if gone)."""
+    try:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def _machine_busy_seconds() -> float:
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
+def cpu_snapshot(pids: Dict[str, int], db_name: str, sink_tid: int = 0) -> Dict[str, float]:
+    """CPU seconds used so far by each part of the system under test.
+
+    PostgreSQL: the backends serving the bench database (found by their
+    process title) and the server's auxiliary processes (WAL writer etc.,
+    shared with anything else using that server). With an in-process sink
+    (`sink_tid`), the bench process is split into the sink thread and the
+    rest (the load generator)."""
+    snap: Dict[str, float] = {}
+    snap["api"] = process_tree_cpu_seconds(pids["api"])
+    worker = pids["worker"]
+    snap["worker parent"] = _stat_cpu(f"/proc/{worker}/stat")
+    snap["worker children"] = process_tree_cpu_seconds(worker) - snap["worker parent"]
+    snap["redis"] = _stat_cpu(f"/proc/{pids['redis']}/stat")
+    backends = aux = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        title = _cmdline(pid)
+        if not title.startswith("postgres: "):
+            continue
+        if f" {db_name} " in title:
+            backends += _stat_cpu(f"/proc/{pid}/stat")
+        elif "(" not in title and "[local]" not in title:
+            aux += _stat_cpu(f"/proc/{pid}/stat")
+    snap["postgres backends"] = backends
+    snap["postgres aux"] = aux
+    sink = _stat_cpu(f"/proc/{pids['sink']}/stat") if "sink" in pids else 0.0
+    generator = 0.0
+    for tid in os.listdir("/proc/self/task"):
+        used = _stat_cpu(f"/proc/self/task/{tid}/stat")
+        if int(tid) == sink_tid:
+            sink += used
+        else:
+            generator += used
+    snap["smtp sink"] = sink
+    snap["load generator"] = generator
+    snap["machine busy"] = _machine_busy_seconds()
+    return snap
+
+
+def print_cpu(before: Dict[str, float], after: Dict[str, float], n: int, wall: float) -> None:
+    print(f"CPU during the end-to-end run ({wall:.1f} s wall, {os.cpu_count()} cores):")
+    attributed = 0.0
+    for name in before:
+        used = after[name] - before[name]
+        if name == "machine busy":
+            continue
+        attributed += used
+        print(f"  {name:22s} {used:6.2f} s  {used / n * 1e3:6.2f} ms/email")
+    busy = after["machine busy"] - before["machine busy"]
+    print(f"  {'sum of the above':22s} {attributed:6.2f} s  {attributed / n * 1e3:6.2f} ms/email")
+    print(f"  {'machine busy (all)':22s} {busy:6.2f} s  {busy / n * 1e3:6.2f} ms/email")
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -182,8 +264,8 @@ def measure_noops(env: Dict[str, str], broker_url: str, n: int) -> float:
 
 
 async def drive_emails(
-    base: str, n: int, sink: CountingHandler, concurrency: int
-) -> tuple[float, float]:
+    base: str, n: int, sink: Any, concurrency: int, probe: Callable[[], Dict[str, float]]
+) -> tuple[float, float, Dict[str, float], Dict[str, float]]:
     import httpx
 
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
@@ -199,6 +281,7 @@ async def drive_emails(
         while sink.count < 1:  # noqa: ASYNC110 - polling a counter in another thread
             await asyncio.sleep(0.05)
         base_count = sink.count
+        cpu_before = probe()
         start = time.perf_counter()
         host, port = base.rsplit("//", 1)[1].split(":")
         request = (
@@ -226,10 +309,11 @@ async def drive_emails(
         while sink.count - base_count < n and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - start
+        cpu_after = probe()
         assert statuses.count(202) == n, {s: statuses.count(s) for s in set(statuses)}
         if sink.count - base_count < n:
             raise SystemExit(f"only {sink.count - base_count}/{n} emails arrived")
-        return n / elapsed, n / enqueued
+        return n / elapsed, n / enqueued, cpu_before, cpu_after
 
 
 async def read_response(reader: asyncio.StreamReader) -> int:
@@ -251,7 +335,11 @@ def main() -> int:
     parser.add_argument("--emails", type=int, default=3000)
     parser.add_argument("--noops", type=int, default=5000)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--sink", choices=("lean", "aiosmtpd"), default="lean")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+
+    from smtp_sink import SinkProcess
 
     from app.dev.mailsink import MailSink
 
@@ -263,7 +351,8 @@ def main() -> int:
         )
     )
     sink_handler = CountingHandler()
-    sink = MailSink(sink_handler).start()
+    sink: Any = SinkProcess() if args.sink == "lean" else MailSink(sink_handler).start()
+    counted: Any = sink if args.sink == "lean" else sink_handler
     port = free_port()
     env = {
         **os.environ,
@@ -320,10 +409,21 @@ def main() -> int:
 
         wait_for(lambda: _http_ok(f"http://127.0.0.1:{port}/health", urllib.request), 30, "api")
         pushes_before = _list_pushes(broker_url)
-        emails, accepted = asyncio.run(
-            drive_emails(f"http://127.0.0.1:{port}", args.emails, sink_handler, args.clients)
+        pids = {"api": procs[0].pid, "worker": procs[1].pid, "redis": redis_proc.pid}
+        if args.sink == "lean":
+            pids["sink"] = sink.process.pid
+        db_name = db_url.rsplit("/", 1)[1]
+        emails, accepted, cpu_before, cpu_after = asyncio.run(
+            drive_emails(
+                f"http://127.0.0.1:{port}",
+                args.emails,
+                counted,
+                args.clients,
+                lambda: cpu_snapshot(pids, db_name, getattr(sink, "native_id", 0)),
+            )
         )
         messages = _list_pushes(broker_url) - pushes_before
+        print(f"SMTP sink: {args.sink}; load average before the run: {load_before:.2f}")
         print(f"celery no-op tasks (2 processes):   {noops:8.0f} tasks/s")
         print(f"API accepted send-email requests:   {accepted:8.0f} req/s ({args.clients} clients)")
         print(
@@ -333,6 +433,7 @@ def main() -> int:
         print(f"jobs per broker message (relay):    {args.emails / max(1, messages):8.1f}")
         print(f"ratio emails / no-op tasks:         {emails / noops:8.2f}")
         print(f"goal >= 300 emails/s:               {'met' if emails >= 300 else 'NOT met'}")
+        print_cpu(cpu_before, cpu_after, args.emails, args.emails / emails)
     finally:
         for proc in procs:
             proc.terminate()

@@ -5,12 +5,11 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import get_settings
+from app.emails.repository import Recipient, get_active_recipient
 from app.emails.service import DEFAULT_BODY, DEFAULT_SUBJECT, SEND_EMAIL
 from app.jobs.models import Job
 from app.jobs.runner import PermanentJobError, job_task
 from app.services.mailer import OutgoingEmail, get_mailer, mail_domain
-from app.users import service as users_service
-from app.users.models import User
 
 
 def message_id_for_job(job: Job) -> str:
@@ -19,8 +18,10 @@ def message_id_for_job(job: Job) -> str:
     return f"<job-{job.id}.{stamp}@{mail_domain(get_settings())}>"
 
 
-async def load_recipient(session: AsyncSession, job: Job) -> User:
-    user = await users_service.find_active_user(session, int(job.payload["user_id"]))
+async def load_recipient(session: AsyncSession, job: Job) -> Recipient:
+    """The job's recipient (an active user), in the job's transaction.
+    Raises PermanentJobError when there is none."""
+    user = await get_active_recipient(session, int(job.payload["user_id"]))
     if user is None:
         raise PermanentJobError(f"user {job.payload['user_id']} not found")
     return user

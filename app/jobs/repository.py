@@ -118,6 +118,20 @@ async def claim_due_job(
     )
 
 
+_ANY_RUNNING_SQL = (
+    f"SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ANY($1::int[]) AND status = '{RUNNING}')"
+)
+
+
+async def any_running(connection: AsyncConnection, job_ids: Sequence[int]) -> bool:
+    """Whether any of these jobs is `running` (a run in progress elsewhere, or
+    one that died with its worker). One autocommit statement."""
+    if connection.in_transaction():
+        raise RuntimeError("any_running runs on its own: no transaction may be open")
+    driver: Any = (await connection.get_raw_connection()).driver_connection
+    return bool(await driver.fetchval(_ANY_RUNNING_SQL, [int(job_id) for job_id in job_ids]))
+
+
 def detached_copy(job: Job) -> Job:
     return _snapshot(job)
 
@@ -128,7 +142,9 @@ async def lock_run_as_succeeded(session: AsyncSession, job_id: int, *, delivery:
     row commit or roll back together. False if that run no longer owns the
     row (another run took over); waits while another transaction holds it."""
     params = {"p_id": job_id, "p_delivery": delivery}
-    return (await session.execute(_SUCCEED_RUN, params)).first() is not None
+    # On the session's Core connection: the ORM's execute adds nothing here.
+    connection = await session.connection()
+    return (await connection.execute(_SUCCEED_RUN, params)).first() is not None
 
 
 async def list_jobs(

@@ -12,8 +12,9 @@ A run has two transactions:
    that died (the connection closed).
 
 One task message may carry several job ids of one kind (the relay batches
-what accumulates): they run one after another, each as above, so a batch
-shares the broker and task overhead but nothing else.
+what accumulates): they run a few at a time (JOB_LANES), each as above on
+its own connection, so a batch shares the broker and task overhead but
+nothing else.
 
 Failures are classified: transient ones (SMTP 4xx, connection trouble,
 timeouts, anything unexpected) retry with exponential backoff and jitter up
@@ -231,6 +232,12 @@ async def _record_failure(
 
 # --------------------------------------------------------------- worker runtime
 
+# Jobs of one message run on up to this many lanes at once, each lane with
+# its own database connection (and SMTP connection, see app/services/mailer.py).
+# A job mostly waits for PostgreSQL and the SMTP server: one at a time, a
+# pool process leaves its core idle between round trips.
+JOB_LANES = 4
+
 
 class Runtime:
     """One event loop and one engine for a worker process."""
@@ -260,8 +267,8 @@ class Runtime:
 
 
 def settings_for_worker(settings: Settings) -> Settings:
-    # A pool process runs one job at a time: a small pool is plenty.
-    return settings.model_copy(update={"db_pool_size": 2, "db_max_overflow": 2})
+    # A pool process runs up to JOB_LANES jobs at a time, one connection each.
+    return settings.model_copy(update={"db_pool_size": JOB_LANES, "db_max_overflow": 2})
 
 
 _runtime: Optional[Runtime] = None
@@ -289,30 +296,57 @@ async def execute_batch(
     job_ids: Sequence[int],
     kind: str,
     settings: Settings,
+    lanes: int = JOB_LANES,
 ) -> List[Outcome]:
-    """Run the jobs of one task message in turn. A batch stops starting jobs
-    once it has used half the slack between the job timeout and the task's
-    hard time limit, and hands the rest back to the broker (their rows are
-    untouched: still queued), so a slow batch is never killed by the limit.
-    The batch holds one connection: a pool checkout and check-in per
-    transaction cost more CPU than the statements."""
+    """Run the jobs of one task message, up to `lanes` at a time (one at a
+    time if any of them is already `running`), each as `execute_job`
+    (claimed when it starts, committed when it ends). A batch
+    stops starting jobs once it has used half the slack between the job
+    timeout and the task's hard time limit, and hands the rest back to the
+    broker (their rows are untouched: still queued), so a slow batch is never
+    killed by the limit. Outcomes come back in the order of `job_ids`.
+    A lane holds one connection for the whole batch: a pool checkout and
+    check-in per transaction cost more CPU than the statements."""
     loop = asyncio.get_running_loop()
     budget = (settings.job_time_limit_seconds - settings.job_timeout_seconds) / 2
     started = loop.time()
-    outcomes: List[Outcome] = []
-    async with engine.connect() as connection:
-        for index, job_id in enumerate(job_ids):
-            if index and loop.time() - started > budget:
-                relay.submit([OutboundMessage(int(rest), kind) for rest in job_ids[index:]])
-                logger.info("job batch out of time: %d job(s) handed back", len(job_ids) - index)
-                break
-            outcome = await execute_job(connection, int(job_id), kind, settings)
-            if outcome.status != "skipped":
-                metrics.JOB_OUTCOMES.labels(kind=kind, outcome=outcome.status).inc()
-            else:
-                logger.debug("job %s skipped: %s", job_id, outcome.detail)
-            outcomes.append(outcome)
-    return outcomes
+    outcomes: Dict[int, Outcome] = {}
+    cursor = [0]  # the next index to start, shared by the lanes
+    if lanes > 1 and len(job_ids) > 1:
+        async with engine.connect() as connection:
+            if await repository.any_running(connection, job_ids):
+                # Likely a redelivery after a worker died: one at a time, so
+                # that a job that kills its worker costs the jobs beside it
+                # no further lost deliveries (they would end up dead too).
+                lanes = 1
+
+    async def lane() -> None:
+        async with engine.connect() as connection:
+            while cursor[0] < len(job_ids):
+                index = cursor[0]
+                if index and loop.time() - started > budget:
+                    rest = job_ids[index:]
+                    cursor[0] = len(job_ids)
+                    relay.submit([OutboundMessage(int(job_id), kind) for job_id in rest])
+                    logger.info("job batch out of time: %d job(s) handed back", len(rest))
+                    return
+                cursor[0] = index + 1
+                job_id = int(job_ids[index])
+                outcome = await execute_job(connection, job_id, kind, settings)
+                if outcome.status != "skipped":
+                    metrics.JOB_OUTCOMES.labels(kind=kind, outcome=outcome.status).inc()
+                else:
+                    logger.debug("job %s skipped: %s", job_id, outcome.detail)
+                outcomes[index] = outcome
+
+    results = await asyncio.gather(
+        *(lane() for _ in range(max(1, min(lanes, len(job_ids))))), return_exceptions=True
+    )
+    # Every lane has finished before an error goes up (nothing left running).
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return [outcomes[index] for index in sorted(outcomes)]
 
 
 def run_in_worker(job_ids: Sequence[int], kind: str) -> List[str]:

@@ -210,35 +210,49 @@ async def test_killed_pool_child_mid_batch_runs_each_job_of_the_batch_once(
     mail_behaviour: MailBehaviour,
     private_redis: RedisServer,
 ) -> None:
+    from sqlalchemy import text
+
     from app.jobs.outbox import OutboundMessage
     from app.jobs.publisher import Publisher
+    from app.jobs.runner import JOB_LANES
     from app.users.service import SEND_WELCOME_EMAIL
 
+    # One job done, one in flight on every lane, one not started yet.
+    count = JOB_LANES + 2
     # Broker down during the sign-ups: their own messages are lost, so the
     # jobs reach the worker as the one batch message published below.
     private_redis.stop()
-    users = [await sign_up(committed_client) for _ in range(3)]
+    users = [await sign_up(committed_client) for _ in range(count)]
     job_ids = [await welcome_job_id(committed_db, u["id"]) for u in users]
     message_ids = [await message_id_of(committed_db, j) for j in job_ids]
-    mail_behaviour.stall_ids.add(message_ids[1])
+    mail_behaviour.stall_ids.update(message_ids[1 : JOB_LANES + 1])
+    # Keep the sweep off these rows: a job it republished on its own would
+    # reach the worker outside the batch.
+    async with committed_db.begin() as conn:
+        await conn.execute(
+            text("UPDATE jobs SET published_at = now() + interval '1 hour' WHERE id = ANY(:ids)"),
+            {"ids": job_ids},
+        )
     private_redis.start()
     publisher = Publisher(private_redis.url)
     try:
         jobs = [OutboundMessage(j, SEND_WELCOME_EMAIL) for j in job_ids]
-        assert publisher.publish(jobs) == 3
+        assert publisher.publish(jobs) == count
     finally:
         publisher.reset()
-    await asyncio.get_running_loop().run_in_executor(None, mail_behaviour.stalled.wait, 15)
-    assert mail_behaviour.stalled.is_set()
 
+    async def all_lanes_stalled() -> bool:
+        return mail_behaviour.stall_count == JOB_LANES
+
+    await eventually(all_lanes_stalled, 15, "every lane to be stuck in a send")
     [child] = worker.pool_children()
     os.kill(child, signal.SIGKILL)
-    mail_behaviour.stall_ids.discard(message_ids[1])
+    mail_behaviour.stall_ids.clear()
 
     rows = [await wait_status(committed_db, j, "succeeded", timeout=30) for j in job_ids]
-    # Only the job in flight lost a run: each job is claimed when it starts.
-    assert [r["deliveries"] for r in rows] == [1, 2, 1]
-    assert [r["attempts"] for r in rows] == [1, 1, 1]
+    # Only the jobs in flight lost a run: each job is claimed when it starts.
+    assert [r["deliveries"] for r in rows] == [1] + [2] * JOB_LANES + [1]
+    assert [r["attempts"] for r in rows] == [1] * count
     for message_id, user in zip(message_ids, users):
         sent = mailbox.received(message_id)
         assert len(sent) == 1 and sent[0]["To"] == user["email"]
