@@ -125,10 +125,16 @@ class FastPathMiddleware:
 
 
 def _fast_routes(app: FastAPI) -> Dict[str, Tuple[APIRoute, FastHandler]]:
+    """POST routes without path parameters whose endpoint has a fast path.
+    (Only POST: a GET endpoint's fast path, e.g. app/core/fastpath.py's, must
+    never see a POST to the same path.)"""
     return {
         route.path: (route, route.endpoint.fast_path)  # type: ignore[attr-defined]
         for route in app.router.routes
-        if isinstance(route, APIRoute) and getattr(route.endpoint, "fast_path", None)
+        if isinstance(route, APIRoute)
+        and "POST" in route.methods
+        and "{" not in route.path
+        and getattr(route.endpoint, "fast_path", None)
     }
 
 
