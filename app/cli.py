@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import os
 import sys
@@ -35,9 +36,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its metrics here; /metrics aggregates them.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="keel-metrics-")
-    argv = ["gunicorn", "-c", "python:app.gunicorn_conf", "app.main:app"]
-    os.execvp(sys.executable, [sys.executable, "-m", *argv])
-    return 0  # pragma: no cover - exec does not return
+    # gunicorn runs in this process (no exec): a second interpreter would
+    # import the settings machinery again before the app's own import.
+    from gunicorn.app.wsgiapp import WSGIApplication
+
+    gc.disable()  # for the app's import; gunicorn_conf.when_ready turns it back on
+    sys.argv = ["gunicorn", "-c", "python:app.gunicorn_conf", "app.main:app"]
+    WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]", prog="keel serve").run()
+    return 0
 
 
 def cmd_create_superuser(args: argparse.Namespace) -> int:

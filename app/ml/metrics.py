@@ -16,7 +16,7 @@ BATCH_REQUESTS = Histogram(
 )
 QUEUE_WAIT = Histogram(
     "keel_prediction_queue_wait_seconds",
-    "Time a request waited in the queue before its batch started",
+    "Time the longest-waiting request of each batch spent queued before the batch started",
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
 )
 INFERENCE_SECONDS = Histogram(

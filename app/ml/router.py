@@ -5,6 +5,7 @@ from typing_extensions import Annotated
 
 from app.auth.dependencies import CurrentPrincipal, CurrentSuperuser, CurrentUser
 from app.core.pagination import Page, PageParams, page_params
+from app.core.routing import KeelRoute
 from app.core.schemas import error_responses
 from app.ml import fastpath, service
 from app.ml.schemas import (
@@ -18,10 +19,10 @@ from app.ml.schemas import (
 )
 from app.ml.serving import model_server
 
-# FastPathRoute: the two predict routes are answered by app/ml/fastpath.py when
-# a request is plainly valid; the endpoints below serve everything else and
-# define the OpenAPI contract (see docs/ml.md).
-router = APIRouter(prefix="/api", tags=["models"], route_class=fastpath.FastPathRoute)
+# The two predict routes are answered by app/ml/fastpath.py when a request is
+# plainly valid; the endpoints below serve everything else and define the
+# OpenAPI contract (see docs/ml.md).
+router = APIRouter(prefix="/api", tags=["models"], route_class=KeelRoute)
 
 VersionPath = Annotated[str, Path(examples=["v1"])]
 

@@ -395,3 +395,37 @@ async def test_a_mounted_app_uses_the_regular_routing(app, make_user, serving) -
     scope = {**_scope(user["access_token"]), "root_path": "/m", "path": "/m/api/predict"}
     sink = await _call_app(app, scope, [{"type": "http.request", "body": body}])
     assert sink.status == 200
+
+
+async def test_the_middleware_offers_only_posts_to_post_routes_with_a_fast_path():
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    offered: List[str] = []
+
+    async def fast(scope: Any, body: bytes, send: Any) -> bool:
+        offered.append(scope["method"])
+        return False  # decline: the endpoint answers
+
+    app = FastAPI()
+
+    @app.get("/thing")
+    @fastpath.served_by(fast)
+    async def read_thing() -> Dict[str, str]:
+        return {"answered_by": "get endpoint"}
+
+    @app.post("/thing")
+    async def create_thing() -> Dict[str, str]:
+        return {"answered_by": "post endpoint"}
+
+    @app.post("/other")
+    @fastpath.served_by(fast)
+    async def other() -> Dict[str, str]:
+        return {"answered_by": "other endpoint"}
+
+    fastpath.install(app)
+    with TestClient(app) as client:
+        assert client.post("/thing", json={}).json() == {"answered_by": "post endpoint"}
+        assert client.get("/thing").json() == {"answered_by": "get endpoint"}
+        assert client.post("/other", content=b"{}").json() == {"answered_by": "other endpoint"}
+    assert offered == ["POST"]  # only the POST to /other

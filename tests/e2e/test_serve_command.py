@@ -1,0 +1,57 @@
+"""`keel serve`: gunicorn in the same process, the app preloaded once, workers
+forked from it; metrics from every worker; SIGTERM stops everything cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, List
+
+import httpx
+
+from app.core.config import REPO_ROOT
+from tests.e2e.conftest import free_port, wait_until, wait_until_healthy
+
+
+def _children(pid: int) -> List[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_keel_serve_preloads_forks_workers_and_stops_cleanly(
+    committed_db: Any, tmp_path: Path
+) -> None:
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--workers", "2", "--port", str(port)],
+            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+            cwd=str(REPO_ROOT),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(base, proc)
+        workers = wait_until(
+            lambda: len(_children(proc.pid)) == 2 and _children(proc.pid), 30, "2 workers"
+        )
+        # gunicorn runs in the `keel serve` process itself, not in an exec'd one.
+        assert b"app" in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        for _ in range(20):
+            assert httpx.get(f"{base}/health", timeout=5).status_code == 200
+        metrics = httpx.get(f"{base}/metrics", timeout=5)
+        assert metrics.status_code == 200
+        assert 'keel_http_requests_total{method="GET",route="/health",status="200"}' in metrics.text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert b"Traceback" not in log.read_bytes(), log.read_text()[-3000:]
