@@ -1,28 +1,17 @@
 """Micro-batching: concurrent prediction requests share one inference call.
 
-Two lanes, one queue bound, the same batching and isolation rules:
+Requests are queued from the event loop; one dedicated inference thread takes
+everything waiting (whole requests, up to `max_batch_rows` rows), runs the
+model once and hands each request its slice of the result. There is no timer:
+a request arriving at an idle batcher starts at once, and batches grow only
+while an inference call is running, so one client sees no added wait and many
+clients get larger batches. onnxruntime releases the GIL, so the event loop
+keeps parsing requests while the thread computes.
 
-* Inline (the usual one): when the served model says a call of this many rows
-  is cheap (`inline_rows`, measured at load: tens of microseconds for the
-  shipped models), requests are queued on the event loop and answered by one
-  inference call made from the loop itself, scheduled with `call_soon` — so it
-  runs once the requests read in the same loop iteration have queued theirs,
-  at most `max_batch_rows` rows per call, and a longer queue is worked off one
-  call per loop iteration (I/O is polled between calls). Handing a request to
-  a thread costs more than such a call: two thread wake-ups, a GIL handoff and
-  a self-pipe write per batch — measured here, ~130 µs of CPU and ~0.1 ms of
-  latency per request at one client (docs/ml.md).
-* Thread: anything larger (a /predict/batch of hundreds of rows, a slow
-  model) goes to one dedicated inference thread that takes everything
-  waiting (whole requests, up to `max_batch_rows` rows) into one call;
-  onnxruntime releases the GIL, so the event loop keeps serving meanwhile.
-
-Queued rows of both lanes are bounded (`max_queue_rows`): beyond it `submit`
-raises `Overloaded` (503 + Retry-After) instead of letting latency grow
-without limit. A failure is confined to the request that caused it: a failed
-batch is retried request by request so every other request still gets its
-answer. Each call uses one model (`model_source()` at that moment), so a swap
-between calls never fails a request.
+The queue is bounded (`max_queue_rows`): beyond it `submit` raises
+`Overloaded` (503 + Retry-After) instead of letting latency grow without
+limit. A failure is confined to the request that caused it: a failed batch is
+retried row-group by row-group so every other request still gets its answer.
 """
 
 from __future__ import annotations
@@ -54,12 +43,6 @@ class ServingModel(Protocol):
     def predict_proba(self, rows: np.ndarray) -> np.ndarray: ...
 
     def labels(self, positive: np.ndarray) -> np.ndarray: ...
-
-
-def inline_rows(model: object) -> int:
-    """Rows per call the model may run on the event loop (0: never). Models
-    that do not say (test doubles that block) always use the thread."""
-    return int(getattr(model, "inline_rows", 0))
 
 
 @dataclass(frozen=True)
@@ -96,12 +79,8 @@ class MicroBatcher:
         self.max_batch_rows = max_batch_rows
         self.max_queue_rows = max_queue_rows
         self._name = name
-        self._pending: Deque[_Item] = deque()  # thread lane, guarded by _cond
-        self._queued_rows = 0  # thread lane
-        self._inline: Deque[_Item] = deque()  # inline lane, event loop only
-        self._inline_rows = 0
-        self._inline_backlog = 0  # _inline_rows when QUEUE_ROWS was last written
-        self._flush_scheduled = False
+        self._pending: Deque[_Item] = deque()
+        self._queued_rows = 0
         self._cond = threading.Condition(threading.Lock())
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
@@ -129,7 +108,7 @@ class MicroBatcher:
 
     @property
     def queued_rows(self) -> int:
-        return self._queued_rows + self._inline_rows
+        return self._queued_rows
 
     # ---------------------------------------------------------------- event-loop side
     async def submit(self, rows: np.ndarray) -> Prediction:
@@ -142,50 +121,16 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Prediction] = loop.create_future()
         n = len(rows)
-        if n <= inline_rows(self._model_source()):
-            if self._stopping or self._thread is None:
-                raise ModelUnavailable()
-            self._check_room(n)
-            self._inline.append(_Item(rows, future, loop, time.perf_counter()))
-            self._inline_rows += n
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                loop.call_soon(self._flush_inline)
-            return await future
         with self._cond:
             if self._stopping or self._thread is None:
                 raise ModelUnavailable()
-            self._check_room(n)
+            if self._queued_rows and self._queued_rows + n > self.max_queue_rows:
+                metrics.SHED.inc()
+                raise Overloaded(retry_after=1)
             self._pending.append(_Item(rows, future, loop, time.perf_counter()))
             self._queued_rows += n
             self._cond.notify()
         return await future
-
-    def _check_room(self, n: int) -> None:
-        queued = self._queued_rows + self._inline_rows
-        if queued and queued + n > self.max_queue_rows:
-            metrics.SHED.inc()
-            raise Overloaded(retry_after=1)
-
-    def _flush_inline(self) -> None:
-        """One inference call on the event loop for the requests at the head
-        of the inline queue; reschedules itself while more are waiting."""
-        loop = asyncio.get_running_loop()
-        self._flush_scheduled = False
-        limit = max(1, min(self.max_batch_rows, inline_rows(self._model_source())))
-        batch, rows = _take(self._inline, limit)
-        self._inline_rows -= rows
-        if self._inline:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush_inline)
-        if self._inline_rows or self._inline_backlog:  # skip "still nothing left"
-            metrics.QUEUE_ROWS.set(self.queued_rows)
-        self._inline_backlog = self._inline_rows
-        outcomes = self._process(batch, rows)
-        if all(item.loop is loop for item in batch):
-            _resolve(list(zip((item.future for item in batch), outcomes)))
-        else:  # requests queued from another loop (tests that run several loops)
-            self._deliver(batch, outcomes)
 
     # ---------------------------------------------------------------- inference thread
     def _run(self) -> None:
@@ -195,9 +140,14 @@ class MicroBatcher:
                     self._cond.wait()
                 if not self._pending:
                     return
-                batch, rows = _take(self._pending, self.max_batch_rows)
+                batch = [self._pending.popleft()]
+                rows = len(batch[0].rows)
+                while self._pending and rows + len(self._pending[0].rows) <= self.max_batch_rows:
+                    item = self._pending.popleft()
+                    batch.append(item)
+                    rows += len(item.rows)
                 self._queued_rows -= rows
-            metrics.QUEUE_ROWS.set(self.queued_rows)
+            metrics.QUEUE_ROWS.set(self._queued_rows)
             self._deliver(batch, self._process(batch, rows))
 
     def _process(self, batch: List[_Item], rows: int) -> List[Outcome]:
@@ -265,18 +215,6 @@ class MicroBatcher:
                 loop.call_soon_threadsafe(_resolve, pairs)
             except RuntimeError:  # that loop is closed: nobody is waiting any more
                 continue
-
-
-def _take(queue: Deque[_Item], max_rows: int) -> Tuple[List[_Item], int]:
-    """Whole requests from the head of `queue`: the first one, then more while
-    they fit in `max_rows`."""
-    batch = [queue.popleft()]
-    rows = len(batch[0].rows)
-    while queue and rows + len(queue[0].rows) <= max_rows:
-        item = queue.popleft()
-        batch.append(item)
-        rows += len(item.rows)
-    return batch, rows
 
 
 def _resolve(pairs: List[Tuple[asyncio.Future, Outcome]]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
@@ -16,10 +15,6 @@ from app.ml.registry import Artifact
 # Probabilities must match scikit-learn's on the held-out split to this much.
 PARITY_ATOL = 1e-4
 WARMUP_BATCH_SIZES = (1, 8, 64)
-# A call measured at load to take at most this long may run on the event loop
-# (app/ml/batcher.py): cheaper than handing it to the inference thread. The
-# shipped models need ~10 µs for one row and ~15-60 µs for 64.
-INLINE_BUDGET_SECONDS = 0.0005
 # What onnxruntime raises for a bad graph or a failed run (none derive from RuntimeError).
 ORT_ERRORS = (
     ort_state.Fail,
@@ -58,8 +53,6 @@ class OnnxModel:
     proba_output: str
     positive_index: int
     classes: List[int] = field(default_factory=list)
-    # Rows per call that may run on the event loop (see INLINE_BUDGET_SECONDS).
-    inline_rows: int = 0
 
     @property
     def version(self) -> str:
@@ -109,32 +102,14 @@ def load_model(artifact: Artifact, intra_op_threads: int = 1) -> OnnxModel:
             positive_index=classes.index(1),
             classes=classes,
         )
-        model.inline_rows = warm_up(model, n_features)
+        for size in WARMUP_BATCH_SIZES:
+            model.predict_proba(np.zeros((size, n_features), dtype=np.float32))
         check_parity(model, artifact.parity)
     except ArtifactError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError, *ORT_ERRORS) as exc:
         raise ArtifactError(f"cannot load {manifest.get('version')}: {exc}") from exc
     return model
-
-
-def warm_up(model: OnnxModel, n_features: int) -> int:
-    """Run every warm-up batch size (ascending); return the largest whose call
-    (best of three) took at most INLINE_BUDGET_SECONDS, 0 if none did."""
-    fits, within = 0, True
-    for size in WARMUP_BATCH_SIZES:
-        rows = np.zeros((size, n_features), dtype=np.float32)
-        took = min(_timed_call(model, rows) for _ in range(3))
-        within = within and took <= INLINE_BUDGET_SECONDS
-        if within:
-            fits = size
-    return fits
-
-
-def _timed_call(model: OnnxModel, rows: np.ndarray) -> float:
-    started = time.perf_counter()
-    model.predict_proba(rows)
-    return time.perf_counter() - started
 
 
 def check_parity(model: OnnxModel, parity: Dict[str, Any]) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ import pytest
 from app.ml import metrics
 from app.ml.batcher import MicroBatcher
 from app.ml.errors import ModelUnavailable, Overloaded, WrongFeatureCount
-from app.ml.runtime import INLINE_BUDGET_SECONDS, WARMUP_BATCH_SIZES, warm_up
 
 
 class FakeModel:
@@ -164,116 +162,3 @@ async def test_results_follow_a_model_swap_between_batches(model):
         assert (await batcher.submit(row(1))).model_version == "v-next"
     finally:
         batcher.stop()
-
-
-# ------------------------------------------------------------------ inline lane
-class InlineModel(FakeModel):
-    """A model cheap enough to run on the event loop for up to 4 rows per call;
-    records which thread made each call."""
-
-    inline_rows = 4
-
-    def __init__(self, version: str = "v-inline") -> None:
-        super().__init__(version=version)
-        self.threads: List[int] = []
-        self.thread_by_size: Dict[int, int] = {}
-
-    def predict_proba(self, rows: np.ndarray) -> np.ndarray:
-        self.threads.append(threading.get_ident())
-        self.thread_by_size[len(rows)] = threading.get_ident()
-        return super().predict_proba(rows)
-
-
-@pytest.fixture
-def inline_model() -> InlineModel:
-    return InlineModel()
-
-
-@pytest.fixture
-def inline_batcher(inline_model: InlineModel):
-    b = MicroBatcher(lambda: inline_model, max_batch_rows=8, max_queue_rows=16)
-    b.start()
-    yield b
-    b.stop()
-
-
-async def test_small_requests_are_batched_on_the_event_loop(inline_batcher, inline_model):
-    values = list(range(1, 11))
-    results = await asyncio.gather(*(inline_batcher.submit(row(v)) for v in values))
-    assert [r.probabilities[0] for r in results] == pytest.approx([v / 100 for v in values])
-    # Queued in one loop iteration: calls of at most inline_rows, in order.
-    assert inline_model.calls == [4, 4, 2]
-    assert set(inline_model.threads) == {threading.get_ident()}
-    assert inline_batcher.queued_rows == 0
-
-
-async def test_requests_above_inline_rows_go_to_the_inference_thread(inline_batcher, inline_model):
-    rows = np.array([[v, 0, 0] for v in (10, 90, 30, 40, 50)], dtype=np.float32)
-    small, large = await asyncio.gather(inline_batcher.submit(row(20)), inline_batcher.submit(rows))
-    assert small.probabilities == pytest.approx([0.2])
-    assert large.probabilities == pytest.approx([0.1, 0.9, 0.3, 0.4, 0.5])
-    assert large.labels == [0, 1, 0, 0, 0]
-    # The two calls may run in either order: compare by call size.
-    loop_thread = threading.get_ident()
-    assert inline_model.thread_by_size[1] == loop_thread
-    assert inline_model.thread_by_size[5] != loop_thread
-
-
-async def test_an_inline_failure_stays_with_its_request(inline_batcher):
-    good = [inline_batcher.submit(row(v)) for v in (20, 30)]
-    results = await asyncio.gather(*good, inline_batcher.submit(row(-5)), return_exceptions=True)
-    assert [r.probabilities[0] for r in results[:2]] == pytest.approx([0.2, 0.3])
-    assert isinstance(results[2], ValueError)
-
-
-async def test_inline_lane_counts_against_the_queue_bound(inline_batcher):
-    shed_before = metrics.SHED._value.get()
-    tasks = [asyncio.ensure_future(inline_batcher.submit(row(2))) for _ in range(17)]
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    refused = [r for r in results if isinstance(r, Overloaded)]
-    assert len(refused) == 1 and isinstance(results[-1], Overloaded)
-    assert metrics.SHED._value.get() == shed_before + 1
-    assert len([r for r in results if not isinstance(r, Exception)]) == 16
-
-
-async def test_inline_calls_follow_a_model_swap(inline_model):
-    current = {"model": inline_model}
-    batcher = MicroBatcher(lambda: current["model"])
-    batcher.start()
-    try:
-        assert (await batcher.submit(row(1))).model_version == "v-inline"
-        current["model"] = InlineModel(version="v-next")
-        assert (await batcher.submit(row(1))).model_version == "v-next"
-    finally:
-        batcher.stop()
-
-
-async def test_a_stopped_batcher_refuses_inline_work(inline_model):
-    batcher = MicroBatcher(lambda: inline_model)
-    batcher.start()
-    batcher.stop()
-    with pytest.raises(ModelUnavailable):
-        await batcher.submit(row(1))
-
-
-class SlowAbove:
-    """Calls of `rows` rows or more take twice the inline budget."""
-
-    def __init__(self, rows: int) -> None:
-        self.rows = rows
-        self.sizes: List[int] = []
-
-    def predict_proba(self, rows: np.ndarray) -> np.ndarray:
-        self.sizes.append(len(rows))
-        if len(rows) >= self.rows:
-            time.sleep(2 * INLINE_BUDGET_SECONDS)
-        return np.zeros(len(rows))
-
-
-def test_warm_up_runs_every_size_and_keeps_slow_calls_off_the_loop():
-    always_slow = SlowAbove(1)
-    assert warm_up(always_slow, 3) == 0  # type: ignore[arg-type]
-    assert sorted(set(always_slow.sizes)) == sorted(WARMUP_BATCH_SIZES)
-    slow_from_8 = SlowAbove(8)
-    assert warm_up(slow_from_8, 3) < 8  # type: ignore[arg-type]
-    assert sorted(set(slow_from_8.sizes)) == sorted(WARMUP_BATCH_SIZES)
