@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.auth.router import router as auth_router
-from app.core import fastpath as core_fastpath
+from app.core import fastpath
 from app.core.config import Settings, get_settings
 from app.core.db import db
 from app.core.errors import install_error_handlers
@@ -22,7 +22,6 @@ from app.emails.router import router as emails_router
 from app.ingestion.router import router as ingestion_router
 from app.jobs.router import router as jobs_router
 from app.ledger.router import router as ledger_router
-from app.ml import fastpath
 from app.ml.router import router as ml_router
 from app.ml.serving import start_model_serving, stop_model_serving
 from app.ops.metrics import MetricsMiddleware
@@ -71,8 +70,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         payments_router,
     ):
         app.include_router(router)
-    fastpath.install(app)  # lean POST /api/predict(/batch): see app/ml/fastpath.py
-    core_fastpath.install(app)  # lean GET /api/posts: see app/core/fastpath.py
+    fastpath.install(app)  # lean GET /api/posts, POST /api/predict(/batch): app/core/fastpath.py
 
     # Upload endpoints count their own bytes against MAX_UPLOAD_BYTES.
     upload_limits = {"/api/upload-csv": settings.max_upload_bytes + 64 * 1024}

@@ -1,43 +1,49 @@
 """Accept-only fast paths for the hottest endpoints.
 
 Why: for a small request FastAPI's route machinery (trying each route's
-regex, solving dependencies, validating query parameters through Pydantic,
-one Request object per layer) costs more than the work itself. On
-`GET /api/posts` it was a third of the request's CPU.
+regex, solving dependencies, validating and serializing through Pydantic,
+one Request object per layer) costs more than the work itself: a third of
+`GET /api/posts`'s CPU, ~10× an onnxruntime call on `POST /api/predict`.
 
-How it stays equivalent: a fast path *only accepts*. It answers a request
-itself when the request is plainly valid — for example known query
-parameters with in-range values and a bearer token that authenticates
-(`app.auth.principal.bearer_principal`) —
-and declines anything else. A declined request goes, untouched (its body
-replayed), to the regular FastAPI route, so every error — status, code,
-body, headers, and which error wins when several apply — comes from the same
-code as before. Errors raised after acceptance are ordinary exceptions,
-turned into responses by the app's error handlers. The declared endpoint
-keeps the OpenAPI document unchanged, and the middleware stack (request id,
-security headers, metrics by route template, body-size limit) wraps both
-paths.
+How it stays equivalent: a fast handler *only accepts*. It answers a request
+itself when the request is plainly valid (for example in-range query
+parameters, an exact JSON body and a bearer token that authenticates, see
+`app.auth.principal.bearer_principal`) and declines anything else. A
+declined request goes, untouched (its body replayed), to the regular FastAPI
+route, so every error — status, code, body, headers, and which error wins
+when several apply — comes from the same code as before. The declared
+endpoint keeps the OpenAPI document unchanged.
 
-Use: decorate the endpoint with `@served_by(handler)`, give its router
-`route_class=FastPathRoute`, and call `install(app)` after including the
-routers.
+Where it runs: as the innermost of the app's middlewares, so the others
+(request id, security headers, metrics by route template, body-size limit)
+wrap both paths, while an accepted request skips what only the regular path
+needs: Starlette's exception middleware, FastAPI's exit stack and the router.
+For exceptions it does what the exception middleware would: the app's
+handler for the nearest class, if one is registered; anything else
+propagates to the server-error handler as before.
+
+Use: decorate a GET or POST endpoint without path parameters with
+`@served_by(handler)`, and call `install(app)` in create_app. GET handlers
+get an empty body (the request's own is never read); a POST with a query
+string always takes the regular path.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from fastapi import FastAPI
-from starlette.routing import BaseRoute, Match
-from starlette.types import Message, Receive, Scope, Send
-
-from app.core.routing import KeelRoute
+from fastapi.routing import APIRoute
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # (scope, body, send) -> True if it sent the response, False to decline.
-# GET handlers get an empty body: the request's own is never read.
 FastHandler = Callable[[Scope, bytes, Send], Awaitable[bool]]
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
+_FAST_METHODS = frozenset(("GET", "POST"))
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -51,58 +57,86 @@ def served_by(fast: FastHandler) -> Callable[[Endpoint], Endpoint]:
     return mark
 
 
-class FastPathRoute(KeelRoute):
-    """A KeelRoute that first offers GET and POST requests to its endpoint's
-    fast path."""
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        fast: Optional[FastHandler] = getattr(self.endpoint, "fast_path", None)
-        method = scope["method"]
-        if fast is not None and method == "GET":
-            if await fast(scope, b"", send):
-                return
-        elif fast is not None and method == "POST" and not scope.get("query_string"):
-            consumed: List[Message] = []
-            body = await _read_body(receive, consumed)
-            if body is not None and await fast(scope, body, send):
-                return
-            receive = _replay(consumed, receive)
-        await super().handle(scope, receive, send)
-
-
-class FastPathDispatch(BaseRoute):
-    """Placed first in the app's route list: finds a fast-path route by one
-    dict lookup on (method, path) instead of trying ~25 routes' regexes in
-    turn. It matches nothing else, and it hands over to the documented route
-    itself (`scope["route"]` names it, so metrics keep the route template)."""
-
-    def __init__(self, routes: Dict[Tuple[str, str], FastPathRoute]) -> None:
-        self.routes = routes
-
-    def matches(self, scope: Scope) -> Tuple[Match, Scope]:
-        # Mounted under a root_path, the regular routing (which strips it) decides.
-        if scope["type"] == "http" and not scope.get("root_path"):
-            route = self.routes.get((scope["method"], scope["path"]))
-            if route is not None:
-                return Match.FULL, {"endpoint": route.endpoint, "path_params": {}, "route": route}
-        return Match.NONE, {}
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await scope["route"].handle(scope, receive, send)
-
-
 def install(app: FastAPI) -> None:
-    """Put the fast-path dispatch in front of the app's routes (create_app).
-    Only routes without path parameters are dispatched this way."""
-    routes = {
-        (method, route.path): route
+    """Make the fast path the innermost of the app's middlewares (create_app).
+    Appended last, so middlewares added before or after all wrap it."""
+    app.user_middleware.append(Middleware(FastPathMiddleware, fastapi_app=app))
+
+
+class FastPathMiddleware:
+    """Offers each GET or POST to a fast-path route to its endpoint's fast
+    handler; passes everything else, and every declined request (its body
+    replayed), to the app unchanged."""
+
+    def __init__(self, app: ASGIApp, fastapi_app: FastAPI) -> None:
+        self.app = app
+        self.fastapi_app = fastapi_app
+        self.routes: Optional[Dict[Tuple[str, str], Tuple[APIRoute, FastHandler]]] = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _FAST_METHODS:
+            await self.app(scope, receive, send)
+            return
+        if self.routes is None:
+            self.routes = _fast_routes(self.fastapi_app)
+        method = scope["method"]
+        # Mounted under a root_path, the regular routing (which strips it) decides.
+        found = None if scope.get("root_path") else self.routes.get((method, scope["path"]))
+        if found is None or (method == "POST" and scope.get("query_string")):
+            await self.app(scope, receive, send)
+            return
+        route, fast = found
+        scope["route"] = route  # metrics label requests by its template
+        scope["endpoint"] = route.endpoint
+        scope["path_params"] = {}
+        consumed: List[Message] = []
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            body = b"" if method == "GET" else await _read_body(receive, consumed)
+            if body is not None and await fast(scope, body, tracking_send):
+                return
+        except Exception as exc:
+            handler = None if started else self._handler_for(exc)
+            if handler is None:
+                raise
+            response = handler(Request(scope, receive), exc)
+            if inspect.isawaitable(response):
+                response = await response
+            await response(scope, receive, send)
+            return
+        await self.app(scope, _replay(consumed, receive) if consumed else receive, send)
+
+    def _handler_for(self, exc: Exception) -> Optional[Callable[..., Any]]:
+        """The handler Starlette's exception middleware would pick: the nearest
+        class in the exception's MRO (500/Exception belong to the server-error
+        middleware, which sees whatever this re-raises)."""
+        handlers = self.fastapi_app.exception_handlers
+        for cls in type(exc).__mro__:
+            if cls is Exception:
+                return None
+            if cls in handlers:
+                return handlers[cls]
+        return None
+
+
+def _fast_routes(app: FastAPI) -> Dict[Tuple[str, str], Tuple[APIRoute, FastHandler]]:
+    """(method, path) of GET and POST routes without path parameters whose
+    endpoint has a fast path. Keyed by method too: a GET endpoint's fast
+    handler never sees a POST to the same path."""
+    return {
+        (method, route.path): (route, route.endpoint.fast_path)  # type: ignore[attr-defined]
         for route in app.router.routes
-        if isinstance(route, FastPathRoute)
-        and getattr(route.endpoint, "fast_path", None)
+        if isinstance(route, APIRoute)
         and "{" not in route.path
-        for method in route.methods & {"GET", "POST"}
+        and getattr(route.endpoint, "fast_path", None)
+        for method in route.methods & _FAST_METHODS
     }
-    app.router.routes.insert(0, FastPathDispatch(routes))
 
 
 async def _read_body(receive: Receive, consumed: List[Message]) -> Optional[bytes]:

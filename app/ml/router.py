@@ -4,6 +4,7 @@ from fastapi import APIRouter, Depends, Path
 from typing_extensions import Annotated
 
 from app.auth.dependencies import CurrentPrincipal, CurrentSuperuser, CurrentUser
+from app.core.fastpath import served_by
 from app.core.pagination import Page, PageParams, page_params
 from app.core.routing import KeelRoute
 from app.core.schemas import error_responses
@@ -28,7 +29,7 @@ VersionPath = Annotated[str, Path(examples=["v1"])]
 
 
 @router.post("/predict", response_model=PredictionOut, responses=error_responses(401, 422, 503))
-@fastpath.served_by(fastpath.predict_one)
+@served_by(fastpath.predict_one)
 async def predict(body: PredictRequest, user: CurrentPrincipal) -> PredictionOut:
     label, probability, version = await service.predict_one(model_server, body.features)
     return PredictionOut(prediction=label, probability=probability, model_version=version)
@@ -39,7 +40,7 @@ async def predict(body: PredictRequest, user: CurrentPrincipal) -> PredictionOut
     response_model=BatchPredictionOut,
     responses=error_responses(401, 422, 503),
 )
-@fastpath.served_by(fastpath.predict_batch)
+@served_by(fastpath.predict_batch)
 async def predict_batch(body: BatchPredictRequest, user: CurrentPrincipal) -> BatchPredictionOut:
     result = await service.predict_many(model_server, body.instances)
     return BatchPredictionOut(

@@ -9,14 +9,15 @@ from typing_extensions import Annotated
 from app.auth.dependencies import CurrentPrincipal, CurrentUser
 from app.auth.principal import bearer_principal
 from app.core.db import DbSession, Reads, resolve_reader
-from app.core.fastpath import FastPathRoute, header, send_json, served_by
+from app.core.fastpath import header, send_json, served_by
 from app.core.pagination import Page, PageParams, page_params, plain_page
 from app.core.responses import dump_rows, rows_json
+from app.core.routing import KeelRoute
 from app.core.schemas import IdPath, error_responses
 from app.posts import service
 from app.posts.schemas import PostCreate, PostOut, PostUpdate
 
-router = APIRouter(prefix="/api/posts", tags=["posts"], route_class=FastPathRoute)
+router = APIRouter(prefix="/api/posts", tags=["posts"], route_class=KeelRoute)
 
 
 @router.post(

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
+from app.core import fastpath as core_fastpath
 from app.ml import fastpath
 from app.ml.schemas import FLOAT32_MAX
 
@@ -397,20 +398,20 @@ async def test_a_mounted_app_uses_the_regular_routing(app, make_user, serving) -
     assert sink.status == 200
 
 
-async def test_the_middleware_offers_only_posts_to_post_routes_with_a_fast_path():
+async def test_the_middleware_offers_a_route_only_its_own_method():
     from fastapi import FastAPI
     from starlette.testclient import TestClient
 
-    offered: List[str] = []
+    offered: List[Tuple[str, str]] = []
 
     async def fast(scope: Any, body: bytes, send: Any) -> bool:
-        offered.append(scope["method"])
+        offered.append((scope["method"], scope["path"]))
         return False  # decline: the endpoint answers
 
     app = FastAPI()
 
     @app.get("/thing")
-    @fastpath.served_by(fast)
+    @core_fastpath.served_by(fast)
     async def read_thing() -> Dict[str, str]:
         return {"answered_by": "get endpoint"}
 
@@ -419,13 +420,14 @@ async def test_the_middleware_offers_only_posts_to_post_routes_with_a_fast_path(
         return {"answered_by": "post endpoint"}
 
     @app.post("/other")
-    @fastpath.served_by(fast)
+    @core_fastpath.served_by(fast)
     async def other() -> Dict[str, str]:
         return {"answered_by": "other endpoint"}
 
-    fastpath.install(app)
+    core_fastpath.install(app)
     with TestClient(app) as client:
         assert client.post("/thing", json={}).json() == {"answered_by": "post endpoint"}
         assert client.get("/thing").json() == {"answered_by": "get endpoint"}
         assert client.post("/other", content=b"{}").json() == {"answered_by": "other endpoint"}
-    assert offered == ["POST"]  # only the POST to /other
+    # The GET endpoint's handler saw the GET only, never the POST to its path.
+    assert offered == [("GET", "/thing"), ("POST", "/other")]
