@@ -11,6 +11,7 @@ seconds, and spurious 503s (sqlalchemy#7679, asyncpg#1247).
 Here a returned connection is handed straight to the oldest live waiter, so it
 never sits where a newcomer can take it. A waiter that gives up (timeout or
 cancellation) after being handed a connection passes it on, so nothing leaks.
+A timed-out waiter's future fails, so it is skipped like a cancelled one.
 """
 
 from __future__ import annotations
@@ -51,21 +52,37 @@ class FairAsyncQueue(AsyncAdaptedQueue[Any]):
         return self.await_(self._wait(waiter, timeout))
 
     async def _wait(self, waiter: asyncio.Future[Any], timeout: Optional[float]) -> Any:
+        # A timer, not wait_for(shield(...)): those add two callback hops (loop
+        # iterations under load) between the hand-off and the waiter running,
+        # while the handed connection sits idle.
+        expiry = None
+        if timeout is not None:
+            expiry = asyncio.get_running_loop().call_later(timeout, _expire, waiter)
         try:
-            # shield: a timeout must not cancel a waiter that was just handed a connection
-            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except asyncio.TimeoutError:
-            self._give_up(waiter)
+            return await waiter
+        except _Expired:
             raise Empty() from None
         except asyncio.CancelledError:
             self._give_up(waiter)
             raise
+        finally:
+            if expiry is not None:
+                expiry.cancel()
 
     def _give_up(self, waiter: asyncio.Future[Any]) -> None:
         if waiter.done() and not waiter.cancelled():
             self.put_nowait(waiter.result())  # handed to us too late: pass it on
         else:
             waiter.cancel()
+
+
+class _Expired(Exception):
+    """The pool timeout passed before a connection was handed over."""
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():  # a handed-over connection wins over the timer
+        waiter.set_exception(_Expired())
 
 
 class FairAsyncQueuePool(AsyncAdaptedQueuePool):
