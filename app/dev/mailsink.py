@@ -23,14 +23,6 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 logger = logging.getLogger(__name__)
 
 
-def with_pipelining(session: Session, hostname: str, responses: List[str]) -> List[str]:
-    """EHLO replies offering PIPELINING (RFC 2920). aiosmtpd reads commands
-    from a buffered stream one by one, so pipelined ones are handled in
-    order; it just does not say so by itself. For a handler's `handle_EHLO`."""
-    session.host_name = hostname
-    return [*responses[:-1], "250-PIPELINING", responses[-1]]
-
-
 class StoringHandler:
     """Accepts every message; keeps it in memory and, given a folder, on disk."""
 
@@ -42,16 +34,6 @@ class StoringHandler:
         self._lock = threading.Lock()
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-
-    async def handle_EHLO(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        hostname: str,
-        responses: List[str],
-    ) -> List[str]:
-        return with_pipelining(session, hostname, responses)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import socket
 from dataclasses import dataclass
 from email import policy
 from email.header import Header
@@ -18,7 +17,7 @@ from email.message import EmailMessage
 from email.mime.text import MIMEText
 from email.utils import formatdate, parseaddr
 from functools import lru_cache
-from typing import Any, List, Optional, Tuple, Union
+from typing import List, Optional, Tuple
 
 import aiosmtplib
 
@@ -157,117 +156,13 @@ def _classify(exc: Exception) -> MailError:
     return MailTransientError(f"{type(exc).__name__}: {exc}")
 
 
-@lru_cache(maxsize=1)
-def _local_hostname() -> str:
-    return socket.getfqdn()
-
-
-_BARE_LINE_ENDS = re.compile(rb"\r\n|\r|\n")
-_LEADING_DOT = re.compile(rb"(?m)^\.")
-
-
-class PipeliningSession:
-    """A plain-TCP SMTP session with a server that offers PIPELINING (RFC
-    2920): MAIL, RCPT and DATA go out in one write and the body in a second,
-    two round trips per message instead of four. aiosmtplib cannot read
-    pipelined replies, and on this path the socket writes were most of a
-    worker's CPU per email. Everything else (TLS, AUTH, servers without
-    PIPELINING, non-ASCII addresses) goes through aiosmtplib.
-
-    Failures raise aiosmtplib's exceptions (so they are classified alike);
-    after one, the session must be closed, not reused."""
-
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float
-    ) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._timeout = timeout
-
-    @classmethod
-    async def open(cls, host: str, port: int, timeout: float) -> Optional[PipeliningSession]:
-        """A session ready for mail, or None if the server does not offer PIPELINING."""
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        session = cls(reader, writer, timeout)
-        ready = False
-        try:
-            code, message = await session._reply()
-            if code != 220:
-                raise aiosmtplib.SMTPConnectResponseError(code, message)
-            writer.write(f"EHLO {_local_hostname()}\r\n".encode("ascii", "replace"))
-            code, message = await session._reply()
-            extensions = {line.split(" ", 1)[0].upper() for line in message.split("\n")[1:]}
-            ready = code == 250 and "PIPELINING" in extensions
-            if not ready:
-                await session.quit()
-            return session if ready else None
-        finally:
-            if not ready:
-                session.close()
-
-    @property
-    def is_connected(self) -> bool:
-        return not self._writer.is_closing()
-
-    async def _reply(self) -> Tuple[int, str]:
-        """One reply (all lines of a multiline one): code and text lines."""
-        lines: List[str] = []
-        while True:
-            try:
-                raw = await asyncio.wait_for(self._reader.readuntil(b"\n"), self._timeout)
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-                raise aiosmtplib.SMTPServerDisconnected(f"connection lost: {exc}") from exc
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if len(line) < 3 or not line[:3].isdigit():
-                raise aiosmtplib.SMTPResponseException(-1, f"malformed reply: {line[:100]!r}")
-            lines.append(line[4:])
-            if line[3:4] != "-":
-                return int(line[:3]), "\n".join(lines)
-
-    async def sendmail(self, sender: str, recipient: str, message: bytes) -> None:
-        """One mail transaction; returns once the server accepted the message."""
-        for address in (sender, recipient):
-            if any(c in address for c in "\r\n<>"):
-                raise aiosmtplib.SMTPResponseException(553, f"invalid address {address!r}")
-        self._writer.write(
-            f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode("ascii")
-        )
-        mail, rcpt, data = await self._reply(), await self._reply(), await self._reply()
-        if mail[0] != 250:
-            raise aiosmtplib.SMTPSenderRefused(mail[0], mail[1], sender)
-        if rcpt[0] not in (250, 251):
-            refused = aiosmtplib.SMTPRecipientRefused(rcpt[0], rcpt[1], recipient)
-            raise aiosmtplib.SMTPRecipientsRefused([refused])
-        if data[0] != 354:
-            raise aiosmtplib.SMTPDataError(data[0], data[1])
-        body = _LEADING_DOT.sub(b"..", _BARE_LINE_ENDS.sub(b"\r\n", message))
-        if not body.endswith(b"\r\n"):
-            body += b"\r\n"
-        self._writer.write(body + b".\r\n")
-        await asyncio.wait_for(self._writer.drain(), self._timeout)
-        code, text = await self._reply()
-        if code != 250:
-            raise aiosmtplib.SMTPDataError(code, text)
-
-    async def quit(self) -> None:
-        try:
-            self._writer.write(b"QUIT\r\n")
-            await self._reply()
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        self._writer.close()
-
-
 class Mailer:
     """Sends messages over reused SMTP connections; reconnects when one drops.
 
     A connection carries one mail transaction at a time: each send takes an
     idle connection (or opens one) and gives it back when done, so a worker
     running several jobs at once holds one connection per job in flight and
-    a worker running one job at a time reuses a single connection. Plain
-    messages go through a PipeliningSession when the server offers it.
+    a worker running one job at a time reuses a single connection.
     """
 
     MAX_IDLE = 8
@@ -275,9 +170,6 @@ class Mailer:
     def __init__(self, settings: Optional[Settings] = None) -> None:
         self.settings = settings or get_settings()
         self._idle: List[aiosmtplib.SMTP] = []
-        self._idle_pipelining: List[PipeliningSession] = []
-        # Learnt from the server's EHLO on first use (None: not asked yet).
-        self._server_pipelines: Optional[bool] = None
 
     async def _connect(self) -> aiosmtplib.SMTP:
         host, port = smtp_address(self.settings)
@@ -293,21 +185,6 @@ class Mailer:
             await client.login(self.settings.smtp_username, self.settings.smtp_password)
         return client
 
-    def _may_pipeline(self) -> bool:
-        plain = not (self.settings.smtp_use_tls or self.settings.smtp_username)
-        return plain and self._server_pipelines is not False
-
-    async def _checkout_pipelining(self) -> Optional[PipeliningSession]:
-        while self._idle_pipelining:
-            session = self._idle_pipelining.pop()
-            if session.is_connected:
-                return session
-            session.close()
-        host, port = smtp_address(self.settings)
-        opened = await PipeliningSession.open(host, port, self.settings.smtp_timeout_seconds)
-        self._server_pipelines = opened is not None
-        return opened
-
     async def _checkout(self) -> aiosmtplib.SMTP:
         while self._idle:
             client = self._idle.pop()
@@ -316,12 +193,9 @@ class Mailer:
             client.close()
         return await self._connect()
 
-    def _checkin(self, client: Union[aiosmtplib.SMTP, PipeliningSession]) -> None:
-        idle: List[Any] = (
-            self._idle_pipelining if isinstance(client, PipeliningSession) else self._idle
-        )
-        if client.is_connected and len(idle) < self.MAX_IDLE:
-            idle.append(client)
+    def _checkin(self, client: aiosmtplib.SMTP) -> None:
+        if client.is_connected and len(self._idle) < self.MAX_IDLE:
+            self._idle.append(client)
         else:
             client.close()
 
@@ -330,22 +204,15 @@ class Mailer:
         MailPermanentError; on success the server has accepted the message."""
         raw = render_message(email, self.settings)
         message = build_message(email, self.settings) if raw is None else None
-        sender = _address(self.settings.mail_from)
-        client: Union[aiosmtplib.SMTP, PipeliningSession, None] = None
+        client: Optional[aiosmtplib.SMTP] = None
         done = False
         try:
-            if raw is not None and self._may_pipeline():
-                client = await self._checkout_pipelining()
-            if isinstance(client, PipeliningSession):
-                assert raw is not None
-                await client.sendmail(sender, email.to, raw)
+            client = await self._checkout()
+            if raw is not None:
+                await client.sendmail(_address(self.settings.mail_from), [email.to], raw)
             else:
-                client = await self._checkout()
-                if raw is not None:
-                    await client.sendmail(sender, [email.to], raw)
-                else:
-                    assert message is not None
-                    await client.send_message(message)
+                assert message is not None
+                await client.send_message(message)
             done = True
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
             raise _classify(exc) from exc
@@ -359,13 +226,12 @@ class Mailer:
                     client.close()
 
     async def close(self) -> None:
-        idle: List[Any] = [*self._idle, *self._idle_pipelining]
-        self._idle, self._idle_pipelining = [], []
+        idle, self._idle = self._idle, []
         for client in idle:
             if client.is_connected:
                 try:
                     await client.quit()
-                except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+                except (aiosmtplib.SMTPException, OSError):
                     logger.debug("SMTP QUIT failed; closing anyway")
             client.close()
 

@@ -200,13 +200,6 @@ class TestSmtpHandler:
         self.store = StoringHandler()
         self.refused = 0
 
-    async def handle_EHLO(
-        self, server: Any, session: Any, envelope: Any, hostname: str, responses: List[str]
-    ) -> List[str]:
-        from app.dev.mailsink import with_pipelining
-
-        return with_pipelining(session, hostname, responses)
-
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         from email import message_from_bytes
 
