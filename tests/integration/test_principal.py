@@ -95,3 +95,28 @@ async def test_a_failed_standing_lookup_fails_every_waiter_and_is_retried(
     assert recovered.id == user["id"]
     with pytest.raises(InvalidToken):
         await principal_module.authenticate_principal("forged")
+
+
+async def test_a_standing_due_for_refresh_is_reloaded_in_the_background(
+    client: Any, make_user: Callable[..., Any], statement_counter: Any, settings: Any
+) -> None:
+    import asyncio
+
+    from app.auth.principal import Principal, authenticate_principal
+
+    user = await make_user()
+    principal_cache.clear()
+    # A standing in the second half of its life: served as is, reloaded once.
+    stale = Principal(id=user["id"], is_superuser=True, tokens_valid_after=None)
+    principal_cache.put(user["id"], stale, ttl=0.02)
+    await asyncio.sleep(0.012)
+    statement_counter.clear()
+    served = await asyncio.gather(*(authenticate_principal(user["access_token"]) for _ in range(5)))
+    assert all(p is stale for p in served)  # nobody waited for the read
+    for _ in range(100):  # the background read lands
+        found, fresh = principal_cache.get(user["id"])
+        if found and fresh is not stale:
+            break
+        await asyncio.sleep(0.01)
+    assert fresh is not None and fresh.is_superuser is False  # the database's truth
+    assert len([s for s in statement_counter if "FROM users" in s]) == 1

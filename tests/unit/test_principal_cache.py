@@ -90,3 +90,25 @@ def test_verify_access_token_rejects_forged_expired_and_odd_subjects() -> None:
     ):
         with pytest.raises(InvalidToken):
             verify_access_token(bad)
+
+
+def test_an_entry_in_its_second_half_is_served_and_due_for_refresh() -> None:
+    cache = PrincipalCache()
+    principal = Principal(id=3, is_superuser=False, tokens_valid_after=None)
+    cache.put(3, principal, ttl=0.2)
+    assert cache.lookup(3) == (True, principal, False)
+    time.sleep(0.12)
+    assert cache.lookup(3) == (True, principal, True)
+    time.sleep(0.1)
+    assert cache.lookup(3) == (False, None, False)
+
+
+def test_a_load_from_before_an_invalidation_is_not_stored() -> None:
+    cache = PrincipalCache()
+    principal = Principal(id=4, is_superuser=False, tokens_valid_after=None)
+    started = cache.generation
+    cache.invalidate(4)  # e.g. sessions revoked while the read was in flight
+    cache.put(4, principal, ttl=10, generation=started)
+    assert cache.get(4) == (False, None)
+    cache.put(4, principal, ttl=10, generation=cache.generation)
+    assert cache.get(4) == (True, principal)
