@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterator
+from typing import Any, Dict, Iterator, Tuple
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -72,6 +72,10 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # labels() hashes and looks up its arguments on every call (~5 µs each
+        # under gunicorn's multiprocess mode); the label sets are few, so keep
+        # the children.
+        self._children: Dict[Tuple[str, str, int], Tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,6 +95,15 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
-            HTTP_REQUESTS.labels(method, template, str(status)).inc()
-            HTTP_LATENCY.labels(method, template).observe(time.perf_counter() - start)
+            key = (scope["method"], template, status)
+            children = self._children.get(key)
+            if children is None:
+                children = (
+                    HTTP_REQUESTS.labels(key[0], template, str(status)),
+                    HTTP_LATENCY.labels(key[0], template),
+                )
+                if len(self._children) < 10_000:  # bounded: methods and statuses are free text
+                    self._children[key] = children
+            requests, latency = children
+            requests.inc()
+            latency.observe(time.perf_counter() - start)

@@ -50,3 +50,19 @@ async def test_metrics_count_requests_by_route_template(
     assert "keel_http_request_duration_seconds_bucket" in text
     assert "keel_db_pool_checked_out" in text
     assert "/api/posts/424242" not in text
+
+
+async def test_request_metrics_count_every_request_by_route_and_status(client: Any) -> None:
+    from app.ops.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+    def counted() -> float:
+        return HTTP_REQUESTS.labels("GET", "/health", "200")._value.get()
+
+    def timed() -> float:
+        return HTTP_LATENCY.labels("GET", "/health")._sum.get()
+
+    before, before_time = counted(), timed()
+    for _ in range(3):
+        assert (await client.get("/health")).status_code == 200
+    assert counted() == before + 3
+    assert timed() > before_time
