@@ -18,12 +18,10 @@ from hypothesis import strategies as st
 from app.ingestion.csv_summary import (
     PANDAS_NA_VALUES,
     CsvSummary,
-    DistinctDigests,
-    clean_emails,
     describe_values,
-    email_digests,
     summarize_csv,
 )
+from app.ingestion.emails import DistinctDigests, clean_emails, email_digests
 from app.ingestion.errors import InvalidCsv, MissingColumns
 
 
