@@ -57,19 +57,9 @@ EVENT_LOOP = os.environ.get("EVENT_LOOP", "asyncio")
 
 def uvicorn_argv(port: int, *extra: str) -> List[str]:
     """The command that runs one uvicorn process of the API on 127.0.0.1:port."""
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app.main:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--loop",
-        EVENT_LOOP,
-        *extra,
-    ]
+    from app.dev.launcher import uvicorn_command
+
+    return [*uvicorn_command(port, EVENT_LOOP), *extra]
 
 
 def free_port() -> int:

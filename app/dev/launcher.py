@@ -61,24 +61,26 @@ def prepare_environment() -> Dict[str, str]:
     return env
 
 
+def uvicorn_command(port: int, loop: str) -> List[str]:
+    """One uvicorn process of the API on 127.0.0.1:port (dev, tests, benches)."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        loop,
+    ]
+
+
 def dev_processes(port: int) -> List[Tuple[str, List[str]]]:
     python = sys.executable
     return [
-        (
-            "api",
-            [
-                python,
-                "-m",
-                "uvicorn",
-                "app.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--loop",
-                get_settings().event_loop,
-            ],
-        ),
+        ("api", uvicorn_command(port, get_settings().event_loop)),
         ("worker", [python, "-m", "app", "worker", "--concurrency", "2"]),
     ]
 

@@ -28,6 +28,7 @@ import httpx
 import pytest
 
 from app.core.config import REPO_ROOT
+from app.dev.launcher import uvicorn_command
 
 WORKER_ENV = {
     "JOB_BACKOFF_BASE_SECONDS": "0.2",
@@ -62,19 +63,7 @@ def wait_until_healthy(base_url: str, proc: subprocess.Popen, timeout: float = 3
 def start_server(extra_env: Optional[Dict[str, str]] = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, **(extra_env or {})}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-    )
+    proc = subprocess.Popen(uvicorn_command(port, "asyncio"), env=env)
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(base_url, proc)
