@@ -9,6 +9,11 @@ time); `when_ready` turns it back on and freezes what the import built, so
 neither the master nor the forked workers scan it again (which would also
 copy the shared pages). Each worker still runs the app's lifespan itself:
 model, batcher thread and connection pools are per process.
+
+CPU pinning: with PIN_WORKERS (the default) and no more workers than CPUs,
+each worker runs on a CPU of its own, chosen in the master so that a
+restarted worker takes the CPU its predecessor left (app/core/cpu.py says
+why).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 from prometheus_client import multiprocess
 from uvicorn.workers import UvicornWorker
 
+from app.core import cpu
 from app.core.config import get_settings
 
 _settings = get_settings()
@@ -54,3 +60,17 @@ def child_exit(server: Any, worker: Any) -> None:
     an import already under way when two workers exit together.)"""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(worker.pid)
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """In the master: the CPU the new worker will run on (None: not pinned)."""
+    worker.keel_cpu = None
+    if _settings.pin_workers:
+        live = [getattr(other, "keel_cpu", None) for other in server.WORKERS.values()]
+        worker.keel_cpu = cpu.choose_cpu(server.num_workers, live)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """In the new worker, before the app starts."""
+    if worker.keel_cpu is not None:
+        cpu.pin_current_thread(worker.keel_cpu)

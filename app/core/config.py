@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: Optional[bool] = None
     web_concurrency: Optional[int] = None
+    # `keel serve`: one worker per CPU, each pinned to its own (app/core/cpu.py).
+    pin_workers: bool = True
     # uvicorn's event loop. asyncio, not uvloop: measured here at 64 clients on
     # one saturated worker, uvloop served some connections far later than
     # others (p99 10-20x p50 on /health), asyncio stayed within ~1.5x.

@@ -16,6 +16,7 @@ import bcrypt
 import jwt
 
 from app.core.config import Settings, get_settings
+from app.core.cpu import use_every_cpu
 
 MAX_PASSWORD_BYTES = 72
 ACCESS = "access"
@@ -40,7 +41,8 @@ def _verify_sync(password: str, hashed: Optional[str]) -> bool:
     return bcrypt.checkpw(raw, hashed.encode("ascii"))
 
 
-def _lower_thread_priority() -> None:
+def _start_hash_thread() -> None:
+    use_every_cpu()  # not only the CPU its event loop is pinned to (app/core/cpu.py)
     # bcrypt releases the GIL but still competes for CPU with the event-loop
     # thread. On Linux a thread's nice value is its own: niced hashing threads
     # soak up idle cores without delaying the loop when it has work.
@@ -53,7 +55,7 @@ def _lower_thread_priority() -> None:
 _hash_pool = ThreadPoolExecutor(
     max_workers=os.cpu_count() or 1,
     thread_name_prefix="bcrypt",
-    initializer=_lower_thread_priority,
+    initializer=_start_hash_thread,
 )
 
 

@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from app.core.cpu import use_every_cpu
 from app.ingestion.emails import DistinctDigests, clean_emails, email_digests
 from app.ingestion.errors import InvalidCsv, MissingColumns
 from app.ingestion.segments import SEGMENT_BYTES, drain_into
@@ -748,7 +749,7 @@ def _work_pool() -> ThreadPoolExecutor:
     with _work_lock:
         if _work_executor is None:
             _work_executor = ThreadPoolExecutor(
-                max_workers=WORK_THREADS, thread_name_prefix="csv-work"
+                max_workers=WORK_THREADS, thread_name_prefix="csv-work", initializer=use_every_cpu
             )
         return _work_executor
 

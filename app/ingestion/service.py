@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Optional
 
 from starlette.types import Receive
 
+from app.core.cpu import use_every_cpu
 from app.ingestion.errors import FileTooLarge
 from app.ingestion.upload import (
     ByteChannel,
@@ -34,7 +35,9 @@ _executor: Optional[ThreadPoolExecutor] = None
 def _parse_executor() -> ThreadPoolExecutor:
     global _executor
     if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=PARSE_WORKERS, thread_name_prefix="csv-parse")
+        _executor = ThreadPoolExecutor(
+            max_workers=PARSE_WORKERS, thread_name_prefix="csv-parse", initializer=use_every_cpu
+        )
     return _executor
 
 

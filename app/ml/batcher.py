@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from typing_extensions import Protocol
@@ -64,6 +64,7 @@ class _Item:
 
 
 Outcome = Any  # Prediction or an exception instance
+_STOP = object()  # queued by stop(): everything before it is still served
 
 
 class MicroBatcher:
@@ -79,9 +80,13 @@ class MicroBatcher:
         self.max_batch_rows = max_batch_rows
         self.max_queue_rows = max_queue_rows
         self._name = name
-        self._pending: Deque[_Item] = deque()
+        # A C-level queue: the hand-off to the inference thread is one lock
+        # release, not a Condition's (whose waiter wakes and then waits for
+        # the Condition's lock). The row count has its own lock, never held
+        # while waiting.
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._queued_rows = 0
-        self._cond = threading.Condition(threading.Lock())
+        self._count_lock = threading.Lock()
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
 
@@ -95,9 +100,11 @@ class MicroBatcher:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish what is queued, then end the thread."""
-        with self._cond:
+        with self._count_lock:
+            if self._stopping:
+                return
             self._stopping = True
-            self._cond.notify()
+        self._queue.put(_STOP)
         if self._thread is not None:
             self._thread.join(timeout)
         self._thread = None
@@ -121,44 +128,62 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Prediction] = loop.create_future()
         n = len(rows)
-        with self._cond:
+        with self._count_lock:
             if self._stopping or self._thread is None:
                 raise ModelUnavailable()
             if self._queued_rows and self._queued_rows + n > self.max_queue_rows:
                 metrics.SHED.inc()
                 raise Overloaded(retry_after=1)
-            self._pending.append(_Item(rows, future, loop, time.perf_counter()))
             self._queued_rows += n
-            self._cond.notify()
+        self._queue.put(_Item(rows, future, loop, time.perf_counter()))
         return await future
 
     # ---------------------------------------------------------------- inference thread
     def _run(self) -> None:
+        carried: Any = None  # taken from the queue but too big for the last batch
         while True:
-            with self._cond:
-                while not self._pending and not self._stopping:
-                    self._cond.wait()
-                if not self._pending:
-                    return
-                batch = [self._pending.popleft()]
-                rows = len(batch[0].rows)
-                while self._pending and rows + len(self._pending[0].rows) <= self.max_batch_rows:
-                    item = self._pending.popleft()
-                    batch.append(item)
-                    rows += len(item.rows)
+            head = carried if carried is not None else self._queue.get()
+            carried = None
+            if head is _STOP:
+                return
+            batch: List[_Item] = [head]
+            rows = len(head.rows)
+            while rows < self.max_batch_rows:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP or rows + len(item.rows) > self.max_batch_rows:
+                    carried = item
+                    break
+                batch.append(item)
+                rows += len(item.rows)
+            with self._count_lock:
                 self._queued_rows -= rows
-            metrics.QUEUE_ROWS.set(self._queued_rows)
-            self._deliver(batch, self._process(batch, rows))
+            started = time.perf_counter()
+            outcomes, fitting = self._process(batch)
+            finished = time.perf_counter()
+            self._deliver(batch, outcomes)
+            self._record(batch, fitting, started, finished)
 
-    def _process(self, batch: List[_Item], rows: int) -> List[Outcome]:
-        started = time.perf_counter()
-        # The head of the batch waited longest. One observation per batch, not
-        # per request: under gunicorn each one is a locked write to a shared
-        # file (~4 µs).
-        metrics.QUEUE_WAIT.observe(started - batch[0].enqueued)
+    def _record(
+        self, batch: List[_Item], fitting: List[int], started: float, finished: float
+    ) -> None:
+        """Metrics, once the answers are on their way (off every request's
+        path). One observation per batch, not per request: under gunicorn each
+        is a locked write to a shared file."""
+        metrics.QUEUE_ROWS.set(self._queued_rows)
+        metrics.QUEUE_WAIT.observe(started - batch[0].enqueued)  # the head waited longest
+        if fitting:
+            metrics.BATCH_ROWS.observe(sum(len(batch[i].rows) for i in fitting))
+            metrics.BATCH_REQUESTS.observe(len(fitting))
+            metrics.INFERENCE_SECONDS.observe(finished - started)
+
+    def _process(self, batch: List[_Item]) -> Tuple[List[Outcome], List[int]]:
+        """Each request's outcome, and the indexes of those the model ran on."""
         model = self._model_source()
         if model is None:
-            return [ModelUnavailable() for _ in batch]
+            return [ModelUnavailable() for _ in batch], []
         outcomes: List[Outcome] = [None] * len(batch)
         fitting: List[int] = []
         for index, item in enumerate(batch):
@@ -169,9 +194,7 @@ class MicroBatcher:
                     detail=f"expected {model.n_features} features per row"
                 )
         if not fitting:
-            return outcomes
-        metrics.BATCH_ROWS.observe(rows)
-        metrics.BATCH_REQUESTS.observe(len(fitting))
+            return outcomes, fitting
         try:
             results = self._infer(model, [batch[i].rows for i in fitting])
         except Exception:  # noqa: BLE001 - isolate: retry each request alone below
@@ -179,8 +202,7 @@ class MicroBatcher:
             results = [self._infer_alone(model, batch[i].rows) for i in fitting]
         for index, result in zip(fitting, results):
             outcomes[index] = result
-        metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
-        return outcomes
+        return outcomes, fitting
 
     @staticmethod
     def _infer(model: ServingModel, parts: List[np.ndarray]) -> List[Prediction]:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, List
+from typing import Any, List, Set
 
 import httpx
 
@@ -18,6 +18,21 @@ from tests.e2e.conftest import free_port, wait_until, wait_until_healthy
 
 def _children(pid: int) -> List[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _cpus(pid: int) -> Set[int]:
+    return os.sched_getaffinity(pid)
+
+
+def _assert_one_cpu_each(workers: List[int]) -> None:
+    """PIN_WORKERS (default): with at least as many CPUs as workers, each
+    worker has a CPU of its own; otherwise none is pinned."""
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) >= len(workers):
+        assert all(len(_cpus(pid)) == 1 for pid in workers)
+        assert len(set.union(*(_cpus(pid) for pid in workers))) == len(workers)
+    else:
+        assert all(_cpus(pid) == allowed for pid in workers)
 
 
 def test_keel_serve_preloads_forks_workers_and_stops_cleanly(
@@ -40,6 +55,22 @@ def test_keel_serve_preloads_forks_workers_and_stops_cleanly(
         workers = wait_until(
             lambda: len(_children(proc.pid)) == 2 and _children(proc.pid), 30, "2 workers"
         )
+        _assert_one_cpu_each(workers)
+        # A worker that dies is replaced on the CPU it left.
+        lost, survivor = workers
+        lost_cpus = _cpus(lost)
+        os.kill(lost, signal.SIGKILL)
+
+        def replaced() -> Any:
+            children = _children(proc.pid)
+            return len(children) == 2 and lost not in children and children
+
+        workers = wait_until(replaced, 30, "a replacement worker")
+        _assert_one_cpu_each(workers)
+        if len(os.sched_getaffinity(0)) >= 2:
+            replacement = next(pid for pid in workers if pid != survivor)
+            assert _cpus(replacement) == lost_cpus
+        wait_until_healthy(base, proc)
         # gunicorn runs in the `keel serve` process itself, not in an exec'd one.
         assert b"app" in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
         for _ in range(20):
