@@ -94,8 +94,14 @@ class MicroBatcher:
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        with self._count_lock:
+            # A fresh queue: nothing left from an earlier run (its stop marker).
+            self._queue = queue.SimpleQueue()
+            self._queued_rows = 0
+            self._stopping = False
+        self._thread = threading.Thread(
+            target=self._run, args=(self._queue,), name=self._name, daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -104,7 +110,8 @@ class MicroBatcher:
             if self._stopping:
                 return
             self._stopping = True
-        self._queue.put(_STOP)
+            # Under the lock: no request can be queued behind the marker.
+            self._queue.put(_STOP)
         if self._thread is not None:
             self._thread.join(timeout)
         self._thread = None
@@ -135,43 +142,56 @@ class MicroBatcher:
                 metrics.SHED.inc()
                 raise Overloaded(retry_after=1)
             self._queued_rows += n
-        self._queue.put(_Item(rows, future, loop, time.perf_counter()))
+            self._queue.put(_Item(rows, future, loop, time.perf_counter()))
         return await future
 
     # ---------------------------------------------------------------- inference thread
-    def _run(self) -> None:
+    def _run(self, jobs: queue.SimpleQueue[Any]) -> None:
         carried: Any = None  # taken from the queue but too big for the last batch
         while True:
-            head = carried if carried is not None else self._queue.get()
-            carried = None
+            head = carried if carried is not None else jobs.get()
             if head is _STOP:
                 return
-            batch: List[_Item] = [head]
-            rows = len(head.rows)
-            while rows < self.max_batch_rows:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP or rows + len(item.rows) > self.max_batch_rows:
-                    carried = item
-                    break
-                batch.append(item)
-                rows += len(item.rows)
-            with self._count_lock:
-                self._queued_rows -= rows
+            batch, carried = self._take_batch(jobs, head)
             started = time.perf_counter()
-            outcomes, fitting = self._process(batch)
+            try:
+                outcomes, fitting = self._process(batch)
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any batch
+                logger.exception("a batch of %d requests failed", len(batch))
+                outcomes, fitting = [exc] * len(batch), []
             finished = time.perf_counter()
             self._deliver(batch, outcomes)
-            self._record(batch, fitting, started, finished)
+            try:
+                self._record(batch, fitting, started, finished)
+            except OSError:  # the multiprocess metrics file (disk full, ...)
+                logger.exception("cannot record prediction metrics")
+
+    def _take_batch(self, jobs: queue.SimpleQueue[Any], head: _Item) -> Tuple[List[_Item], Any]:
+        """`head` and whatever else is waiting, up to max_batch_rows rows (a
+        larger head goes alone); also the item taken that did not fit, if any."""
+        batch = [head]
+        rows = len(head.rows)
+        carried: Any = None
+        while rows < self.max_batch_rows:
+            try:
+                item = jobs.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP or rows + len(item.rows) > self.max_batch_rows:
+                carried = item
+                break
+            batch.append(item)
+            rows += len(item.rows)
+        with self._count_lock:
+            self._queued_rows -= rows
+        return batch, carried
 
     def _record(
         self, batch: List[_Item], fitting: List[int], started: float, finished: float
     ) -> None:
-        """Metrics, once the answers are on their way (off every request's
-        path). One observation per batch, not per request: under gunicorn each
-        is a locked write to a shared file."""
+        """Metrics, recorded after the answers are handed to their event loops.
+        One observation per batch, not per request: under gunicorn each is a
+        locked write to a shared file."""
         metrics.QUEUE_ROWS.set(self._queued_rows)
         metrics.QUEUE_WAIT.observe(started - batch[0].enqueued)  # the head waited longest
         if fitting:

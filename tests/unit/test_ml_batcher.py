@@ -162,3 +162,72 @@ async def test_results_follow_a_model_swap_between_batches(model):
         assert (await batcher.submit(row(1))).model_version == "v-next"
     finally:
         batcher.stop()
+
+
+def rows_of(value: float, n: int, width: int = 3) -> np.ndarray:
+    return np.full((n, width), value, dtype=np.float32)
+
+
+async def test_a_request_that_does_not_fit_the_batch_goes_in_the_next_call(batcher, model):
+    model.gate = threading.Event()
+    first = asyncio.ensure_future(batcher.submit(row(1)))
+    await wait_until_busy(model)
+    five_a = asyncio.ensure_future(batcher.submit(rows_of(20, 5)))
+    five_b = asyncio.ensure_future(batcher.submit(rows_of(30, 5)))
+    await asyncio.sleep(0)
+    model.gate.set()
+    results = await asyncio.gather(first, five_a, five_b)
+    assert model.calls == [1, 5, 5]  # 5 + 5 > max_batch_rows=8: never merged, never lost
+    assert results[1].probabilities == pytest.approx([0.2] * 5)
+    assert results[2].probabilities == pytest.approx([0.3] * 5)
+
+
+async def test_stop_answers_everything_already_queued(model):
+    batcher = MicroBatcher(lambda: model, max_batch_rows=2)
+    batcher.start()
+    model.gate = threading.Event()
+    first = asyncio.ensure_future(batcher.submit(row(1)))
+    await wait_until_busy(model)
+    queued = [asyncio.ensure_future(batcher.submit(row(v))) for v in (2, 3, 4, 5, 6)]
+    await asyncio.sleep(0)
+    stopping = asyncio.ensure_future(asyncio.to_thread(batcher.stop))
+    await asyncio.sleep(0.05)
+    model.gate.set()
+    results = await asyncio.gather(first, *queued)
+    await stopping
+    assert [r.probabilities[0] for r in results] == pytest.approx(
+        [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]
+    )
+    with pytest.raises(ModelUnavailable):
+        await batcher.submit(row(1))
+
+
+async def test_the_inference_thread_outlives_a_failure_outside_the_model(model):
+    failures = [RuntimeError("registry gone")]
+
+    def source() -> FakeModel:
+        if failures:
+            raise failures.pop()
+        return model
+
+    batcher = MicroBatcher(source)
+    batcher.start()
+    try:
+        with pytest.raises(RuntimeError, match="registry gone"):
+            await batcher.submit(row(1))
+        assert (await batcher.submit(row(40))).probabilities == pytest.approx([0.4])
+        assert batcher.is_running
+    finally:
+        batcher.stop()
+
+
+async def test_a_batcher_serves_again_after_stop_and_start(model):
+    batcher = MicroBatcher(lambda: model)
+    batcher.start()
+    batcher.stop()
+    batcher.start()
+    try:
+        assert (await batcher.submit(row(70))).labels == [1]
+        assert batcher.queued_rows == 0
+    finally:
+        batcher.stop()
