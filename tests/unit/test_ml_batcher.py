@@ -176,7 +176,7 @@ async def test_a_request_that_does_not_fit_the_batch_goes_in_the_next_call(batch
     five_b = asyncio.ensure_future(batcher.submit(rows_of(30, 5)))
     await asyncio.sleep(0)
     model.gate.set()
-    results = await asyncio.gather(first, five_a, five_b)
+    results = await asyncio.wait_for(asyncio.gather(first, five_a, five_b), 10)
     assert model.calls == [1, 5, 5]  # 5 + 5 > max_batch_rows=8: never merged, never lost
     assert results[1].probabilities == pytest.approx([0.2] * 5)
     assert results[2].probabilities == pytest.approx([0.3] * 5)
@@ -193,7 +193,7 @@ async def test_stop_answers_everything_already_queued(model):
     stopping = asyncio.ensure_future(asyncio.to_thread(batcher.stop))
     await asyncio.sleep(0.05)
     model.gate.set()
-    results = await asyncio.gather(first, *queued)
+    results = await asyncio.wait_for(asyncio.gather(first, *queued), 10)
     await stopping
     assert [r.probabilities[0] for r in results] == pytest.approx(
         [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]
@@ -214,8 +214,10 @@ async def test_the_inference_thread_outlives_a_failure_outside_the_model(model):
     batcher.start()
     try:
         with pytest.raises(RuntimeError, match="registry gone"):
-            await batcher.submit(row(1))
-        assert (await batcher.submit(row(40))).probabilities == pytest.approx([0.4])
+            await asyncio.wait_for(batcher.submit(row(1)), 10)
+        assert (await asyncio.wait_for(batcher.submit(row(40)), 10)).probabilities == pytest.approx(
+            [0.4]
+        )
         assert batcher.is_running
     finally:
         batcher.stop()
@@ -227,7 +229,7 @@ async def test_a_batcher_serves_again_after_stop_and_start(model):
     batcher.stop()
     batcher.start()
     try:
-        assert (await batcher.submit(row(70))).labels == [1]
+        assert (await asyncio.wait_for(batcher.submit(row(70)), 10)).labels == [1]
         assert batcher.queued_rows == 0
     finally:
         batcher.stop()
