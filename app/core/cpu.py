@@ -20,9 +20,12 @@ process may use; otherwise nothing is pinned. Only on Linux.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from typing import FrozenSet, Iterable, Optional
+
+logger = logging.getLogger(__name__)
 
 # The CPUs this process may use, read at import: before any worker pins itself.
 _ALLOWED: FrozenSet[int] = (
@@ -35,23 +38,31 @@ def allowed_cpus() -> FrozenSet[int]:
 
 
 def choose_cpu(workers: int, taken: Iterable[Optional[int]]) -> Optional[int]:
-    """The CPU for a new worker: the lowest one no live worker holds (`taken`),
-    or None when pinning does not apply (more workers than CPUs, no
-    affinity support, or every CPU taken)."""
+    """The CPU for a new worker: the one fewest live workers hold (`taken`;
+    the lowest on a tie), or None when pinning does not apply (more workers
+    than CPUs, or no affinity support). While gunicorn reloads, old and new
+    workers live side by side and share CPUs until the old ones exit."""
     if not _ALLOWED or workers > len(_ALLOWED):
         return None
     held = Counter(cpu for cpu in taken if cpu is not None)
-    free = [cpu for cpu in sorted(_ALLOWED) if not held[cpu]]
-    return free[0] if free else None
+    return min(sorted(_ALLOWED), key=lambda cpu: held[cpu])
 
 
 def pin_current_thread(cpu: int) -> None:
-    """Run the calling thread (and the threads it starts from now on) on `cpu`."""
-    os.sched_setaffinity(0, {cpu})
+    """Run the calling thread (and the threads it starts from now on) on
+    `cpu`. If the CPU is gone (offline, cpuset shrunk), stay unpinned."""
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError:
+        logger.warning("cannot pin to CPU %d; running unpinned", cpu, exc_info=True)
 
 
 def use_every_cpu() -> None:
     """Let the calling thread run on every CPU the process was started with
     (a ThreadPoolExecutor initializer for CPU-heavy pools)."""
-    if _ALLOWED:
+    if not _ALLOWED:
+        return
+    try:
         os.sched_setaffinity(0, _ALLOWED)
+    except OSError:  # every one of them went away; raising would break the pool
+        logger.warning("cannot widen the CPUs of this thread", exc_info=True)

@@ -15,8 +15,10 @@ import pytest
 from app.core import cpu
 from app.core.config import REPO_ROOT
 
-ALLOWED: FrozenSet[int] = frozenset(os.sched_getaffinity(0))
-needs_two_cpus = pytest.mark.skipif(len(ALLOWED) < 2, reason="pinning needs 2 CPUs to observe")
+ALLOWED: FrozenSet[int] = (
+    frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else frozenset()
+)
+needs_two_cpus = pytest.mark.skipif(len(ALLOWED) < 2, reason="needs CPU affinity and 2 CPUs")
 
 
 @pytest.fixture
@@ -35,10 +37,29 @@ def test_no_pinning_with_more_workers_than_cpus(four_cpus: None) -> None:
     assert cpu.choose_cpu(5, []) is None
 
 
-def test_no_cpu_when_every_cpu_is_held(four_cpus: None) -> None:
-    # e.g. a worker added by TTIN while the others still live
-    assert cpu.choose_cpu(4, [0, 1, 2, 3]) is None
+def test_during_a_reload_new_workers_spread_over_the_cpus(four_cpus: None) -> None:
+    # gunicorn's HUP forks the new workers before the old ones exit
+    taken = [0, 1, 2, 3]
+    for expected in (0, 1, 2, 3):
+        chosen = cpu.choose_cpu(4, taken)
+        assert chosen == expected
+        taken.append(chosen)
     assert cpu.choose_cpu(4, [None, 0, 1, 2]) == 3  # unpinned workers hold nothing
+
+
+@needs_two_cpus
+def test_a_cpu_that_cannot_be_used_leaves_the_worker_unpinned() -> None:
+    impossible = max(ALLOWED or {0}) + 4096
+    seen = {}
+
+    def worker_thread() -> None:
+        cpu.pin_current_thread(impossible)  # logs, does not raise
+        seen["cpus"] = os.sched_getaffinity(0)
+
+    thread = threading.Thread(target=worker_thread)
+    thread.start()
+    thread.join(10)
+    assert seen["cpus"] == set(ALLOWED)
 
 
 @needs_two_cpus
