@@ -18,7 +18,8 @@ with wrk and PostgreSQL), so every ratio compares equal worker counts. The
 goals are judged on the 2-worker pair when it ran, the 1-worker pair is
 printed next to it. First a raw ASGI app with a constant answer runs in the
 same server ("floor"): the server's own cost at that moment, a ceiling for any
-Python app here and a gauge of how busy the machine is. Also reported: server
+Python app here and a gauge of how busy the machine is (with `--gunicorn` also
+with 2 workers at 64 clients). Also reported: server
 CPU time per request (steadier than req/s on a shared machine), time from
 spawn to the first 200 from /api/predict, and RSS per worker. Needs `wrk`
 (apt-get install wrk). Uses DATABASE_URL / REDIS_URL when set, otherwise the
@@ -360,6 +361,21 @@ def print_summary(results: Dict[str, Dict[str, Any]], report: Dict[str, Any]) ->
         f"{100 * results['forest/naive/c64']['rps']:.0f} / "
         f"{10 * results['logreg/naive/c64']['rps']:.0f} req/s."
     )
+    if "floor-2w/c64" in results:
+        print(
+            f"with 2 workers the floor did {results['floor-2w/c64']['rps']:.0f} req/s; "
+            f"10x the 2-worker naive LR would need "
+            f"{10 * results['logreg/naive-2w/c64']['rps']:.0f} req/s."
+        )
+        deployed = {
+            kind: results[f"{kind}/keel-2w/c64"]["rps"] / results[f"{kind}/naive/c64"]["rps"]
+            for kind in KINDS
+        }
+        print(
+            "against the naive endpoint as one process (how the issue measured its naive "
+            "baseline), keel as deployed: "
+            + ", ".join(f"{kind} {value:.1f}x" for kind, value in deployed.items())
+        )
 
 
 def main() -> int:
@@ -446,6 +462,20 @@ def main() -> int:
         finally:
             floor.stop()
             servers.remove(floor)
+        if args.gunicorn:  # what 2 workers can serve at most, beside wrk, on this machine
+            port = free_port()
+            floor = Server(
+                gunicorn_argv("predict:floor_app", 2, port), env, port, headers_json, body.encode()
+            )
+            servers.append(floor)
+            try:
+                warm(floor.url, script_open)
+                r = run_wrk(floor.url, script_open, 64, args.duration)
+                results["floor-2w/c64"] = r
+                print(f"floor (raw ASGI, constant answer, 2 workers) c=64  {fmt(r)}", flush=True)
+            finally:
+                floor.stop()
+                servers.remove(floor)
 
         for kind in KINDS:
             registry.set_active(versions[kind])
