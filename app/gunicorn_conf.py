@@ -27,6 +27,7 @@ from uvicorn.workers import UvicornWorker
 
 from app.core import cpu
 from app.core.config import get_settings
+from app.core.http_protocol import HTTP_PROTOCOL
 
 _settings = get_settings()
 
@@ -42,7 +43,7 @@ accesslog = None
 
 
 class KeelUvicornWorker(UvicornWorker):
-    CONFIG_KWARGS = {"loop": _settings.event_loop, "http": "httptools"}
+    CONFIG_KWARGS = {"loop": _settings.event_loop, "http": HTTP_PROTOCOL}
 
 
 def when_ready(server: Any) -> None:
