@@ -7,6 +7,7 @@ import asyncio
 import gc
 import getpass
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +26,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def memory_backed_dir() -> Optional[str]:
+    """/dev/shm where it is a writable directory (Linux), else None. Files
+    there are never written back to disk: a worker writing to one never waits
+    on the filesystem's journal or writeback (gunicorn's heartbeat `fchmod`s a
+    file each second; the multiprocess metrics are mmap'ed files written on
+    every request)."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Production server: gunicorn managing uvicorn workers (app/gunicorn_conf.py)."""
     settings = get_settings()
@@ -33,16 +44,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["KEEL_WORKERS"] = str(args.workers)
     if args.host or args.port:
         os.environ["KEEL_BIND"] = f"{args.host or settings.host}:{args.port or settings.port}"
+    metrics_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its metrics here; /metrics aggregates them.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="keel-metrics-")
+        metrics_dir = tempfile.mkdtemp(prefix="keel-metrics-", dir=memory_backed_dir())
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     # gunicorn runs in this process (no exec): a second interpreter would
     # import the settings machinery again before the app's own import.
     from gunicorn.app.wsgiapp import WSGIApplication
 
+    master = os.getpid()
     gc.disable()  # for the app's import; gunicorn_conf.when_ready turns it back on
     sys.argv = ["gunicorn", "-c", "python:app.gunicorn_conf", "app.main:app"]
-    WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]", prog="keel serve").run()
+    try:
+        WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]", prog="keel serve").run()
+    finally:
+        # Workers leave through here too (gunicorn forks inside run()).
+        if metrics_dir and os.getpid() == master:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from prometheus_client import multiprocess
 from uvicorn.workers import UvicornWorker
 
+from app.cli import memory_backed_dir
 from app.core import cpu
 from app.core.config import get_settings
 from app.core.http_protocol import HTTP_PROTOCOL
@@ -40,6 +41,7 @@ graceful_timeout = 30
 timeout = 60
 keepalive = 5
 accesslog = None
+worker_tmp_dir = memory_backed_dir()  # the heartbeat file: see memory_backed_dir
 
 
 class KeelUvicornWorker(UvicornWorker):

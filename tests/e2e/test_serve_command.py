@@ -8,16 +8,26 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, List, Set
+from typing import Any, List, Optional, Set
 
 import httpx
 
+from app.cli import memory_backed_dir
 from app.core.config import REPO_ROOT
 from tests.e2e.conftest import free_port, wait_until, wait_until_healthy
 
 
 def _children(pid: int) -> List[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _metrics_dir(workers: List[int]) -> Optional[Path]:
+    """Where the workers' multiprocess metrics files are (mapped into them)."""
+    for pid in workers:
+        for word in Path(f"/proc/{pid}/maps").read_text().split():
+            if "keel-metrics-" in word and word.endswith(".db"):
+                return Path(word).parent
+    return None
 
 
 def _cpus(pid: int) -> Set[int]:
@@ -43,7 +53,7 @@ def test_keel_serve_preloads_forks_workers_and_stops_cleanly(
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--workers", "2", "--port", str(port)],
-            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+            env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
             cwd=str(REPO_ROOT),
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -56,6 +66,10 @@ def test_keel_serve_preloads_forks_workers_and_stops_cleanly(
             lambda: len(_children(proc.pid)) == 2 and _children(proc.pid), 30, "2 workers"
         )
         _assert_one_cpu_each(workers)
+        if memory_backed_dir():  # the heartbeat file lives in memory, not on disk
+            for pid in workers:
+                links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+                assert any(link.startswith("/dev/shm/wgunicorn-") for link in links), links
         # A worker that dies is replaced on the CPU it left.
         lost, survivor = workers
         lost_cpus = _cpus(lost)
@@ -75,12 +89,16 @@ def test_keel_serve_preloads_forks_workers_and_stops_cleanly(
         assert b"app" in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
         for _ in range(20):
             assert httpx.get(f"{base}/health", timeout=5).status_code == 200
+        metrics_dir = wait_until(lambda: _metrics_dir(workers), 10, "metrics files")
+        if memory_backed_dir():  # so do the multiprocess metrics
+            assert metrics_dir.parent == Path("/dev/shm")
         metrics = httpx.get(f"{base}/metrics", timeout=5)
         assert metrics.status_code == 200
         assert 'keel_http_requests_total{method="GET",route="/health",status="200"}' in metrics.text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+        assert not metrics_dir.exists()  # keel serve made it, keel serve removed it
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
