@@ -15,11 +15,25 @@ from typing import Any, Awaitable, Callable, Dict, List
 import pytest
 
 from tests.conftest import unique_email
-from tests.e2e.conftest import STALL_ALL, MailBehaviour, RedisServer, TestSmtpHandler
+from tests.e2e.conftest import (
+    STALL_ALL,
+    MailBehaviour,
+    RedisServer,
+    TestSmtpHandler,
+    Worker,
+    WorkerPool,
+)
 
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "correct-horse-1"
+
+# Job limits no step of a test comes near (the shared worker's are seconds).
+PATIENT_LIMITS = {
+    "JOB_TIMEOUT_SECONDS": "20",
+    "JOB_TIME_LIMIT_SECONDS": "30",
+    "SMTP_TIMEOUT_SECONDS": "20",
+}
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
@@ -205,7 +219,7 @@ async def test_killed_pool_child_mid_send_job_completes_and_email_arrives_once(
 async def test_killed_pool_child_mid_batch_runs_each_job_of_the_batch_once(
     committed_client: Any,
     committed_db: Any,
-    worker: Any,
+    worker_pool: WorkerPool,
     mailbox: TestSmtpHandler,
     mail_behaviour: MailBehaviour,
     private_redis: RedisServer,
@@ -233,7 +247,17 @@ async def test_killed_pool_child_mid_batch_runs_each_job_of_the_batch_once(
             text("UPDATE jobs SET published_at = now() + interval '1 hour' WHERE id = ANY(:ids)"),
             {"ids": job_ids},
         )
+    # A worker of its own whose limits are far beyond this test's steps: the
+    # batch must be lost to the kill below, not to the task's hard time limit
+    # (which acknowledges the message; on a slow machine it came first).
+    for earlier in worker_pool.started:
+        earlier.kill()  # no other worker may take the batch
     private_redis.start()
+    worker = Worker(
+        {**worker_pool.env, **PATIENT_LIMITS}, worker_pool.folder / "worker-mid-batch.log"
+    )
+    worker_pool.started.append(worker)  # stopped with the pool; replaced once dead
+    worker.wait_ready()
     publisher = Publisher(private_redis.url)
     try:
         jobs = [OutboundMessage(j, SEND_WELCOME_EMAIL) for j in job_ids]
@@ -249,7 +273,10 @@ async def test_killed_pool_child_mid_batch_runs_each_job_of_the_batch_once(
     os.kill(child, signal.SIGKILL)
     mail_behaviour.stall_ids.clear()
 
-    rows = [await wait_status(committed_db, j, "succeeded", timeout=30) for j in job_ids]
+    try:
+        rows = [await wait_status(committed_db, j, "succeeded", timeout=30) for j in job_ids]
+    finally:
+        worker.kill()
     # Only the jobs in flight lost a run: each job is claimed when it starts.
     assert [r["deliveries"] for r in rows] == [1] + [2] * JOB_LANES + [1]
     assert [r["attempts"] for r in rows] == [1] * count

@@ -39,7 +39,8 @@ def _assert_one_cpu_each(workers: List[int]) -> None:
     worker has a CPU of its own; otherwise none is pinned."""
     allowed = os.sched_getaffinity(0)
     if len(allowed) >= len(workers):
-        assert all(len(_cpus(pid)) == 1 for pid in workers)
+        # A new worker pins itself just after the fork: give it that moment.
+        wait_until(lambda: all(len(_cpus(pid)) == 1 for pid in workers), 10, "every worker pinned")
         assert len(set.union(*(_cpus(pid) for pid in workers))) == len(workers)
     else:
         assert all(_cpus(pid) == allowed for pid in workers)
