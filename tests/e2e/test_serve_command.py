@@ -30,6 +30,16 @@ def _metrics_dir(workers: List[int]) -> Optional[Path]:
     return None
 
 
+def _open_files(pid: int) -> List[str]:
+    links = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            links.append(os.readlink(fd))
+        except FileNotFoundError:  # closed meanwhile
+            continue
+    return links
+
+
 def _cpus(pid: int) -> Set[int]:
     return os.sched_getaffinity(pid)
 
@@ -69,7 +79,7 @@ def test_keel_serve_preloads_forks_workers_and_stops_cleanly(
         _assert_one_cpu_each(workers)
         if memory_backed_dir():  # the heartbeat file lives in memory, not on disk
             for pid in workers:
-                links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+                links = _open_files(pid)
                 assert any(link.startswith("/dev/shm/wgunicorn-") for link in links), links
         # A worker that dies is replaced on the CPU it left.
         lost, survivor = workers
