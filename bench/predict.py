@@ -453,31 +453,26 @@ def main() -> int:
         script_auth = write_script(work, "auth", body, token)
         script_open = write_script(work, "open", body, None)
 
-        port = free_port()
-        floor = Server(
-            gunicorn_argv("predict:floor_app", 1, port), env, port, headers_json, body.encode()
-        )
-        servers.append(floor)
-        try:
-            warm(floor.url, script_open)
-            for c in CONCURRENCY:
-                r = run_wrk(floor.url, script_open, c, args.duration)
-                results[f"floor/c{c}"] = r
-                print(f"floor (raw ASGI, constant answer, 1 worker) c={c:<3d} {fmt(r)}", flush=True)
-        finally:
-            floor.stop()
-            servers.remove(floor)
+        floors = [(1, "floor", CONCURRENCY)]
         if args.gunicorn:  # what 2 workers can serve at most, beside wrk, on this machine
+            floors.append((2, "floor-2w", (64,)))
+        for workers, name, concurrencies in floors:
             port = free_port()
             floor = Server(
-                gunicorn_argv("predict:floor_app", 2, port), env, port, headers_json, body.encode()
+                gunicorn_argv("predict:floor_app", workers, port),
+                env,
+                port,
+                headers_json,
+                body.encode(),
             )
             servers.append(floor)
             try:
                 warm(floor.url, script_open)
-                r = run_wrk(floor.url, script_open, 64, args.duration)
-                results["floor-2w/c64"] = r
-                print(f"floor (raw ASGI, constant answer, 2 workers) c=64  {fmt(r)}", flush=True)
+                for c in concurrencies:
+                    r = run_wrk(floor.url, script_open, c, args.duration)
+                    results[f"{name}/c{c}"] = r
+                    label = f"floor (raw ASGI, constant answer, {workers} worker(s))"
+                    print(f"{label} c={c:<3d} {fmt(r)}", flush=True)
             finally:
                 floor.stop()
                 servers.remove(floor)
