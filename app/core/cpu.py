@@ -33,10 +33,6 @@ _ALLOWED: FrozenSet[int] = (
 )
 
 
-def allowed_cpus() -> FrozenSet[int]:
-    return _ALLOWED
-
-
 def choose_cpu(workers: int, taken: Iterable[Optional[int]]) -> Optional[int]:
     """The CPU for a new worker: the one fewest live workers hold (`taken`;
     the lowest on a tie), or None when pinning does not apply (more workers
