@@ -178,14 +178,14 @@ async def client(app: Any, session: Any) -> AsyncIterator[Any]:
     app.dependency_overrides[get_db] = override_get_db
     app.dependency_overrides[get_reader] = override_get_reader
     app.dependency_overrides[get_direct_outbox] = override_get_direct_outbox
-    principal.open_session = shared_session
+    principal.standing_reader = lambda: Reader(shared_session)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http
     app.dependency_overrides.pop(get_db, None)
     app.dependency_overrides.pop(get_reader, None)
     app.dependency_overrides.pop(get_direct_outbox, None)
-    principal.open_session = principal._open_session
+    principal.standing_reader = principal._process_reader
 
 
 @pytest.fixture

@@ -4,13 +4,36 @@ process that performs them."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Dict, Iterator, List
 
+import pytest
+
+from app.auth import principal as principal_module
 from app.auth import service as auth_service
 from app.auth.principal import principal_cache
 from app.users.models import User
 
 FEATURES = {"features": [0.0] * 30}
+
+
+class _CountingReader:
+    def __init__(self, inner: Any, reads: List[Dict[str, Any]]) -> None:
+        self.inner, self.reads = inner, reads
+
+    async def fetch(self, read: Any, parameters: Dict[str, Any]) -> Any:
+        self.reads.append(parameters)
+        return await self.inner.fetch(read, parameters)
+
+
+@pytest.fixture
+def standing_reads(client: Any) -> Iterator[List[Dict[str, Any]]]:
+    """The parameters of every standing read made while active (the read goes
+    to asyncpg directly, so the engine's statement events do not see it)."""
+    reads: List[Dict[str, Any]] = []
+    real = principal_module.standing_reader  # the test session's, set by `client`
+    principal_module.standing_reader = lambda: _CountingReader(real(), reads)
+    yield reads
+    principal_module.standing_reader = real
 
 
 async def test_revoking_sessions_rejects_cached_principal_at_once(
@@ -36,6 +59,23 @@ async def test_revoking_sessions_rejects_cached_principal_at_once(
         await model_server.stop()
 
 
+async def test_a_deactivated_account_has_no_standing(
+    client: Any, session: Any, make_user: Callable[..., Any]
+) -> None:
+    from app.auth.principal import authenticate_principal
+    from app.core.errors import InvalidToken
+
+    user = await make_user()
+    principal_cache.clear()
+    assert (await authenticate_principal(user["access_token"])).id == user["id"]
+    db_user = await session.get(User, user["id"])
+    db_user.is_active = False
+    await session.flush()
+    principal_cache.clear()  # as another process sees it once its entry expires
+    with pytest.raises(InvalidToken):
+        await authenticate_principal(user["access_token"])
+
+
 async def test_predict_requires_a_valid_token(client: Any) -> None:
     missing = await client.post("/api/predict", json=FEATURES)
     assert missing.status_code == 401
@@ -46,7 +86,7 @@ async def test_predict_requires_a_valid_token(client: Any) -> None:
 
 
 async def test_concurrent_requests_share_one_standing_lookup(
-    client: Any, make_user: Callable[..., Any], statement_counter: Any
+    client: Any, make_user: Callable[..., Any], standing_reads: Any
 ) -> None:
     import asyncio
 
@@ -54,12 +94,12 @@ async def test_concurrent_requests_share_one_standing_lookup(
 
     user = await make_user()
     principal_cache.clear()
-    statement_counter.clear()
+    standing_reads.clear()
     principals = await asyncio.gather(
         *(authenticate_principal(user["access_token"]) for _ in range(10))
     )
     assert {p.id for p in principals} == {user["id"]}
-    assert len([s for s in statement_counter if "FROM users" in s]) == 1
+    assert standing_reads == [{"user_id": user["id"]}]
 
 
 async def test_a_failed_standing_lookup_fails_every_waiter_and_is_retried(
@@ -68,21 +108,19 @@ async def test_a_failed_standing_lookup_fails_every_waiter_and_is_retried(
     import asyncio
     from contextlib import asynccontextmanager
 
-    import pytest
-
-    from app.auth import principal as principal_module
+    from app.core.db import Reader
     from app.core.errors import InvalidToken
 
     user = await make_user()
     principal_cache.clear()
-    working = principal_module.open_session
+    working = principal_module.standing_reader
 
     @asynccontextmanager
     async def database_down() -> Any:
         raise ConnectionRefusedError("database down")
         yield  # pragma: no cover
 
-    principal_module.open_session = database_down
+    principal_module.standing_reader = lambda: Reader(database_down)
     try:
         results = await asyncio.gather(
             *(principal_module.authenticate_principal(user["access_token"]) for _ in range(3)),
@@ -90,7 +128,7 @@ async def test_a_failed_standing_lookup_fails_every_waiter_and_is_retried(
         )
         assert all(isinstance(r, ConnectionRefusedError) for r in results)
     finally:
-        principal_module.open_session = working
+        principal_module.standing_reader = working
     recovered = await principal_module.authenticate_principal(user["access_token"])
     assert recovered.id == user["id"]
     with pytest.raises(InvalidToken):
@@ -98,7 +136,7 @@ async def test_a_failed_standing_lookup_fails_every_waiter_and_is_retried(
 
 
 async def test_a_standing_due_for_refresh_is_reloaded_in_the_background(
-    client: Any, make_user: Callable[..., Any], statement_counter: Any, settings: Any
+    client: Any, make_user: Callable[..., Any], standing_reads: Any, settings: Any
 ) -> None:
     import asyncio
 
@@ -110,7 +148,7 @@ async def test_a_standing_due_for_refresh_is_reloaded_in_the_background(
     stale = Principal(id=user["id"], is_superuser=True, tokens_valid_after=None)
     principal_cache.put(user["id"], stale, ttl=0.02)
     await asyncio.sleep(0.012)
-    statement_counter.clear()
+    standing_reads.clear()
     served = await asyncio.gather(*(authenticate_principal(user["access_token"]) for _ in range(5)))
     assert all(p is stale for p in served)  # nobody waited for the read
     for _ in range(100):  # the background read lands
@@ -119,4 +157,4 @@ async def test_a_standing_due_for_refresh_is_reloaded_in_the_background(
             break
         await asyncio.sleep(0.01)
     assert fresh is not None and fresh.is_superuser is False  # the database's truth
-    assert len([s for s in statement_counter if "FROM users" in s]) == 1
+    assert standing_reads == [{"user_id": user["id"]}]
