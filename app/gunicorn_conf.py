@@ -14,6 +14,10 @@ CPU pinning: with PIN_WORKERS (the default) and no more workers than CPUs,
 each worker runs on a CPU of its own, chosen in the master so that a
 restarted worker takes the CPU its predecessor left (app/core/cpu.py says
 why).
+
+Connection balancing: with the asyncio event loop, the workers publish how
+many connections they hold on a board in shared memory created here, and
+the busier ones leave new connections to the others (app/core/balance.py).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from prometheus_client import multiprocess
 from uvicorn.workers import UvicornWorker
 
 from app.cli import memory_backed_dir
-from app.core import cpu
+from app.core import balance, cpu
 from app.core.config import get_settings
 from app.core.http_protocol import HTTP_PROTOCOL
 
@@ -44,8 +48,13 @@ accesslog = None
 worker_tmp_dir = memory_backed_dir()  # the heartbeat file: see memory_backed_dir
 
 
+# Before any fork: every worker shares this memory.
+_board = balance.ConnectionBoard()
+_loop = balance.LOOP if _settings.event_loop == "asyncio" else _settings.event_loop
+
+
 class KeelUvicornWorker(UvicornWorker):
-    CONFIG_KWARGS = {"loop": _settings.event_loop, "http": HTTP_PROTOCOL}
+    CONFIG_KWARGS = {"loop": _loop, "http": HTTP_PROTOCOL}
 
 
 def when_ready(server: Any) -> None:
@@ -63,11 +72,17 @@ def child_exit(server: Any, worker: Any) -> None:
     an import already under way when two workers exit together.)"""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(worker.pid)
+    if worker.keel_slot is not None:
+        _board.release(worker.keel_slot)  # if it died without closing its listener
 
 
 def pre_fork(server: Any, worker: Any) -> None:
-    """In the master: the CPU the new worker will run on (None: not pinned)."""
+    """In the master: the CPU the new worker will run on (None: not pinned)
+    and its slot on the connection board (None: board full, not balanced)."""
     worker.keel_cpu = None
+    worker.keel_slot = balance.free_slot(
+        _board, (getattr(other, "keel_slot", None) for other in server.WORKERS.values())
+    )
     if _settings.pin_workers:
         live = [getattr(other, "keel_cpu", None) for other in server.WORKERS.values()]
         worker.keel_cpu = cpu.choose_cpu(server.num_workers, live)
@@ -77,3 +92,5 @@ def post_fork(server: Any, worker: Any) -> None:
     """In the new worker, before the app starts."""
     if worker.keel_cpu is not None:
         cpu.pin_current_thread(worker.keel_cpu)
+    if worker.keel_slot is not None:
+        balance.join(_board, worker.keel_slot)

@@ -18,8 +18,8 @@ with wrk and PostgreSQL). The goals are judged on keel with 2 workers when it
 ran, the 1-worker figures printed next to them; the ratio goals compare it
 with the naive endpoint as one process, which is how the issue measured its
 naive baseline (98-126 req/s for the forest), and the ratios at equal worker
-counts are printed beside them. (Two naive workers do not double the naive
-figure reliably: 64 keep-alive connections often land mostly on one worker.)
+counts are printed beside them, with what reaching the goals on those would
+take (docs/ml.md, "Measuring").
 First a raw ASGI app with a constant answer runs in the
 same server ("floor"): the server's own cost at that moment, a ceiling for any
 Python app here and a gauge of how busy the machine is (with `--gunicorn` also
@@ -80,11 +80,14 @@ WORKER_CLASS = "app.gunicorn_conf.KeelUvicornWorker"
 
 
 def gunicorn_argv(app: str, workers: int, port: int) -> List[str]:
-    """gunicorn serving `app` (a bench/ module) exactly as keel's workers run."""
+    """gunicorn serving `app` (a bench/ module) exactly as `keel serve` runs its
+    workers: keel's settings and hooks (CPU pinning, connection balancing)."""
     return [
         sys.executable,
         "-m",
         "gunicorn",
+        "-c",
+        "python:app.gunicorn_conf",
         "-k",
         WORKER_CLASS,
         "-w",
@@ -371,10 +374,13 @@ def print_summary(results: Dict[str, Dict[str, Any]], report: Dict[str, Any]) ->
         f"{10 * results['logreg/naive/c64']['rps']:.0f} req/s."
     )
     if "floor-2w/c64" in results:
+        cpu_us = max(results[f"{kind}/keel-2w/c64"]["cpu_us"] for kind in KINDS)
         print(
             f"with 2 workers the floor did {results['floor-2w/c64']['rps']:.0f} req/s; "
-            f"10x the 2-worker naive LR would need "
-            f"{10 * results['logreg/naive-2w/c64']['rps']:.0f} req/s."
+            f"100x/10x the 2-worker naive would need "
+            f"{100 * results['forest/naive-2w/c64']['rps']:.0f} / "
+            f"{10 * results['logreg/naive-2w/c64']['rps']:.0f} req/s, and 2 CPUs at keel's "
+            f"{cpu_us:.0f} us of server CPU per request serve at most {2e6 / cpu_us:.0f}."
         )
 
 

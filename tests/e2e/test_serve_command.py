@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,40 @@ def _open_files(pid: int) -> List[str]:
         except FileNotFoundError:  # closed meanwhile
             continue
     return links
+
+
+def _held_connections(pid: int, port: int) -> int:
+    """Established TCP connections to `port` whose sockets process `pid` holds."""
+    sockets = [link for link in _open_files(pid) if link.startswith("socket:[")]
+    inodes = {link[len("socket:[") : -1] for link in sockets}
+    held = 0
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()  # sl local remote state ... inode (10th)
+        local_port = int(fields[1].rsplit(":", 1)[1], 16)
+        if local_port == port and fields[3] == "01" and fields[9] in inodes:
+            held += 1
+    return held
+
+
+def _assert_connections_balanced(port: int, workers: List[int], burst: int = 20) -> None:
+    """Connections opened in a burst end up spread over the workers
+    (app/core/balance.py); without balancing, one worker takes most."""
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(burst)]
+    try:
+        for client in clients:
+            client.sendall(b"GET /health HTTP/1.1\r\nHost: keel\r\n\r\n")
+        for client in clients:
+            assert client.recv(65536).startswith(b"HTTP/1.1 200")
+
+        def settled() -> Optional[List[int]]:
+            held = [_held_connections(pid, port) for pid in workers]
+            return held if sum(held) == burst else None
+
+        split = wait_until(settled, 10, f"{burst} connections held")
+        assert min(split) >= burst // len(workers) - 3, split
+    finally:
+        for client in clients:
+            client.close()
 
 
 def _cpus(pid: int) -> Set[int]:
@@ -96,6 +131,9 @@ def test_keel_serve_preloads_forks_workers_and_stops_cleanly(
             replacement = next(pid for pid in workers if pid != survivor)
             assert _cpus(replacement) == lost_cpus
         wait_until_healthy(base, proc)
+        # Balanced over both workers, the replacement included (the dead
+        # worker's slot on the board was freed).
+        _assert_connections_balanced(port, workers)
         # gunicorn runs in the `keel serve` process itself, not in an exec'd one.
         assert b"app" in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
         for _ in range(20):
