@@ -10,6 +10,7 @@ from typing import AsyncIterator, Optional
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.auth.principal import cancel_standing_loads
 from app.auth.router import router as auth_router
 from app.core import fastpath
 from app.core.config import Settings, get_settings
@@ -41,6 +42,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.freeze()  # startup objects out of the collector's way: fewer tail-latency pauses
     yield
     await stop_model_serving()
+    cancel_standing_loads()
     await close_redis()
     await db.dispose()
 

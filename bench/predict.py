@@ -359,7 +359,11 @@ def print_summary(results: Dict[str, Dict[str, Any]], report: Dict[str, Any]) ->
             )
         )
         met = all(v <= limit for v in values.values())
-        print(f"  {label}: {shown}{extra}  {_goal(met)}")
+        # The floor's figure at the same concurrency: how much of the tail
+        # this machine imposes on any app in this run.
+        floor = results.get(f"floor/c{conc}")
+        gauge = f"  (floor {floor[key] / 1000:.3f} ms)" if floor and key == "p99_us" else ""
+        print(f"  {label}: {shown}{extra}  {_goal(met)}{gauge}")
     ready = max(report[f"{kind}/{judged}"]["ready_s"] for kind in KINDS)
     extra = also(lambda n, _w: f"{max(report[f'{k}/{n}']['ready_s'] for k in KINDS):.2f} s")
     print(f"  first 200 <= 1 s after spawn: {ready:.2f} s{extra}  {_goal(ready <= 1.0)}")

@@ -212,11 +212,12 @@ async def committed_client(app: Any, committed_db: Any) -> AsyncIterator[Any]:
 @pytest.fixture(autouse=True)
 async def _clean_redis() -> AsyncIterator[None]:
     """Throttle counters and cached principals must not leak between tests."""
-    from app.auth.principal import principal_cache
+    from app.auth.principal import cancel_standing_loads, principal_cache
     from app.core.redis import get_redis, set_redis
 
     yield
     principal_cache.clear()
+    cancel_standing_loads()  # a background refresh must not outlive this test's loop
     client = get_redis()
     await client.flushdb()
     await client.aclose()

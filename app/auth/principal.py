@@ -217,6 +217,16 @@ def _load_standing(user_id: int) -> asyncio.Task[Optional[Principal]]:
     return task
 
 
+def cancel_standing_loads() -> None:
+    """Cancel the standing reads in flight on this loop and forget every one
+    (shutdown, before the pool goes; tests, before their loop closes)."""
+    loop = asyncio.get_running_loop()
+    for task in _standing_loads.values():
+        if task.get_loop() is loop:
+            task.cancel()
+    _standing_loads.clear()
+
+
 def _forget_load(user_id: int, task: asyncio.Task[Optional[Principal]]) -> None:
     if _standing_loads.get(user_id) is task:
         del _standing_loads[user_id]

@@ -158,3 +158,33 @@ async def test_a_standing_due_for_refresh_is_reloaded_in_the_background(
         await asyncio.sleep(0.01)
     assert fresh is not None and fresh.is_superuser is False  # the database's truth
     assert standing_reads == [{"user_id": user["id"]}]
+
+
+async def test_cancelling_the_standing_loads_stops_a_read_in_flight(
+    client: Any, make_user: Callable[..., Any]
+) -> None:
+    import asyncio
+
+    from app.auth.principal import authenticate_principal, cancel_standing_loads
+
+    user = await make_user()
+    principal_cache.clear()
+    working = principal_module.standing_reader
+    reading = asyncio.Event()
+
+    class StalledReader:
+        async def fetch(self, read: Any, parameters: Dict[str, Any]) -> Any:
+            reading.set()
+            await asyncio.Event().wait()  # a database that never answers
+
+    principal_module.standing_reader = StalledReader
+    try:
+        waiter = asyncio.ensure_future(authenticate_principal(user["access_token"]))
+        await asyncio.wait_for(reading.wait(), 5)
+        cancel_standing_loads()  # as the app's shutdown does
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(waiter, 5)
+    finally:
+        principal_module.standing_reader = working
+    # Forgotten, not shared with the next caller: a new read answers.
+    assert (await authenticate_principal(user["access_token"])).id == user["id"]
