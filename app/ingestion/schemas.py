@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Dict, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:  # csv_summary imports pyarrow: only the upload path loads it
-    from app.ingestion.csv_summary import ColumnStats, CsvSummary
+    from app.ingestion.column_stats import ColumnStats
+    from app.ingestion.csv_summary import CsvSummary
 
 
 def _finite(value: float) -> Optional[float]:

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.ingestion.column_stats import describe_values
 from app.ingestion.csv_summary import (
     PANDAS_NA_VALUES,
     CsvSummary,
-    describe_values,
     summarize_csv,
 )
 from app.ingestion.emails import DistinctDigests, clean_emails, email_digests
