@@ -81,9 +81,9 @@ _assignment: Optional[Tuple[ConnectionBoard, int]] = None
 
 
 def join(board: ConnectionBoard, slot: int) -> None:
-    """In a new worker: serve through `slot` of `board` (claimed at once)."""
+    """In a new worker: serve through `slot` of `board`. The slot counts for
+    the others once the worker listens (its app may take a while to start)."""
     global _assignment
-    board.publish(slot, 0)
     _assignment = (board, slot)
 
 
@@ -118,6 +118,7 @@ class BalancedListener:
         self._closed = False
         self._timer: Optional[asyncio.TimerHandle] = None
         sock.setblocking(False)
+        board.publish(slot, 0)
         self._publisher = loop.call_later(PUBLISH_SECONDS, self._publish_periodically)
         self._watch()
 

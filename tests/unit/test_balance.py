@@ -94,7 +94,6 @@ def clients(server_socket: socket.socket) -> Iterator[Callable[[int], List[socke
 
 def _listener(sock: socket.socket, board: ConnectionBoard) -> BalancedListener:
     connections: Set[Any] = set()
-    board.publish(MINE, 0)
     return BalancedListener(
         asyncio.get_running_loop(), lambda: _Protocol(connections), sock, board, MINE
     )
@@ -243,11 +242,12 @@ async def test_the_event_loop_balances_only_in_a_worker_that_joined(
             assert isinstance(plain, asyncio.AbstractServer)  # not joined: asyncio's
             plain.close()
             balance.join(board, OTHER)
-            assert board.fewest_elsewhere(MINE) == 0  # joined: holds nothing yet
+            assert board.fewest_elsewhere(MINE) is None  # not listening yet
             balanced = loop.run_until_complete(
                 loop.create_server(asyncio.Protocol, sock=server_socket)
             )
             assert isinstance(balanced, BalancedListener)
+            assert board.fewest_elsewhere(MINE) == 0  # listening, holding nothing
             balanced.close()
             assert board.fewest_elsewhere(MINE) is None
         finally:
