@@ -5,7 +5,7 @@ kernel wakes them all when connections arrive, and the first to run accepts
 everything queued. A client that opens its connections in a burst (a proxy's
 or load balancer's keep-alive pool, a benchmark) lands mostly on one worker,
 for as long as the connections live. Measured with 2 workers and 64
-keep-alive connections (wrk): splits from 5/59 to 63/1, and 7,960 req/s
+keep-alive connections (wrk): splits from 0/64 to 61/3, and 7,960 req/s
 instead of 13,900 when one worker held nearly all of them.
 
 How: the master creates a small board in shared memory before it forks; each
