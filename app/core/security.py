@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import secrets
@@ -22,21 +23,26 @@ MAX_PASSWORD_BYTES = 72
 ACCESS = "access"
 REFRESH = "refresh"
 
-# A real hash of a random password: verifying against it when the account does
-# not exist costs the same time as a real check, so timing leaks nothing.
-_DUMMY_HASH = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=4))
+
+@functools.lru_cache(maxsize=None)
+def stand_in_hash(rounds: int) -> bytes:
+    """A real hash of a random password at `rounds`, made once per cost.
+    Checking a password against it when the account does not exist costs
+    what a real check costs (bcrypt's time is set by the cost in the hash),
+    so timing does not reveal which emails have accounts."""
+    return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=rounds))
 
 
 def _hash_sync(password: str, rounds: int) -> str:
     return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds=rounds)).decode("ascii")
 
 
-def _verify_sync(password: str, hashed: Optional[str]) -> bool:
+def _verify_sync(password: str, hashed: Optional[str], rounds: int) -> bool:
     raw = password.encode("utf-8")
     if len(raw) > MAX_PASSWORD_BYTES:
         return False
     if hashed is None:
-        bcrypt.checkpw(raw, _DUMMY_HASH)
+        bcrypt.checkpw(raw, stand_in_hash(rounds))
         return False
     return bcrypt.checkpw(raw, hashed.encode("ascii"))
 
@@ -66,10 +72,14 @@ async def hash_password(password: str, settings: Optional[Settings] = None) -> s
     return await loop.run_in_executor(_hash_pool, _hash_sync, password, rounds)
 
 
-async def verify_password(password: str, hashed: Optional[str]) -> bool:
-    """Constant-cost check; `hashed=None` (no such user) still spends a hash."""
+async def verify_password(
+    password: str, hashed: Optional[str], settings: Optional[Settings] = None
+) -> bool:
+    """Constant-cost check; `hashed=None` (no such user) still spends a check
+    at the configured cost (BCRYPT_ROUNDS)."""
+    rounds = (settings or get_settings()).bcrypt_rounds
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_hash_pool, _verify_sync, password, hashed)
+    return await loop.run_in_executor(_hash_pool, _verify_sync, password, hashed, rounds)
 
 
 def utcnow() -> datetime:

@@ -103,3 +103,29 @@ def test_production_refuses_default_or_short_secret() -> None:
         Settings(environment="production", secret_key="short").check_production_safety()
     Settings(environment="production", secret_key="p" * 40).check_production_safety()
     Settings(environment="development").check_production_safety()
+
+
+@pytest.mark.parametrize("rounds", [5, 6])
+async def test_unknown_account_check_costs_the_configured_bcrypt_rounds(
+    rounds: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stand-in hash for a missing account must have the cost of a real
+    one (BCRYPT_ROUNDS), or an unknown email answers measurably faster."""
+    import bcrypt
+
+    from app.core import security
+
+    checked = []
+    real_checkpw = bcrypt.checkpw
+
+    def spy(password: bytes, hashed: bytes) -> bool:
+        checked.append(hashed)
+        return real_checkpw(password, hashed)
+
+    monkeypatch.setattr(security.bcrypt, "checkpw", spy)
+    settings = SETTINGS.model_copy(update={"bcrypt_rounds": rounds})
+    monkeypatch.setattr(security, "get_settings", lambda: settings)  # as login calls it
+    real = await hash_password("correct-horse-1")
+    assert await verify_password("correct-horse-1", None) is False
+    (stand_in,) = checked
+    assert stand_in.split(b"$")[2] == real.encode().split(b"$")[2] == b"%02d" % rounds
