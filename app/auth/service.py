@@ -8,7 +8,9 @@ from datetime import timedelta
 from typing import Optional
 
 import jwt
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from app.auth import repository
 from app.auth.principal import principal_cache
@@ -121,7 +123,21 @@ async def revoke_sessions(session: AsyncSession, user: User) -> None:
     now = utcnow()
     await repository.revoke_all_for_user(session, user.id, now)
     user.tokens_valid_after = now
-    principal_cache.invalidate(user.id)
+    # Dropped when the transaction commits, not now: a request reading the
+    # standing before the commit gets the old one and would cache it for
+    # AUTH_CACHE_SECONDS after the revocation took effect.
+    session.sync_session.info.setdefault(_STANDINGS_TO_DROP, set()).add(user.id)
+
+
+_STANDINGS_TO_DROP = "keel.standings_to_drop"
+
+
+@event.listens_for(Session, "after_commit")
+def _drop_committed_standings(session: Session) -> None:
+    # A rolled-back revocation leaves its ids here; dropping them at a later
+    # commit of the same session costs one standing read, nothing more.
+    for user_id in session.info.pop(_STANDINGS_TO_DROP, ()):
+        principal_cache.invalidate(user_id)
 
 
 async def authenticate_access_token(session: AsyncSession, token: str) -> User:

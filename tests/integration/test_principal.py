@@ -50,7 +50,7 @@ async def test_revoking_sessions_rejects_cached_principal_at_once(
 
         db_user = await session.get(User, user["id"])
         await auth_service.revoke_sessions(session, db_user)
-        await session.flush()
+        await session.commit()  # the cache entry goes when the revocation commits
 
         revoked = await client.post("/api/predict", json=FEATURES, headers=user["headers"])
         assert revoked.status_code == 401
@@ -188,3 +188,37 @@ async def test_cancelling_the_standing_loads_stops_a_read_in_flight(
         principal_module.standing_reader = working
     # Forgotten, not shared with the next caller: a new read answers.
     assert (await authenticate_principal(user["access_token"])).id == user["id"]
+
+
+async def test_a_standing_read_before_the_revocation_commits_is_not_kept(
+    committed_client: Any,
+) -> None:
+    """A request that reads the standing after `revoke_sessions` ran but before
+    its transaction committed sees (correctly) the old standing; it must not
+    stay cached once the revocation is committed."""
+    from app.auth.principal import authenticate_principal
+    from app.core.db import db
+    from app.core.errors import InvalidToken
+
+    email, password = "race@example.com", "correct-horse-1"
+    created = await committed_client.post(
+        "/api/users", json={"email": email, "password": password, "name": "Race"}
+    )
+    assert created.status_code == 201, created.text
+    login = await committed_client.post("/token", data={"username": email, "password": password})
+    token = login.json()["access_token"]
+    principal_cache.clear()
+
+    async with db.sessionmaker() as revoking:
+        user = await revoking.get(User, created.json()["id"])
+        await auth_service.revoke_sessions(revoking, user)
+        await revoking.flush()
+        # A concurrent request, between the revocation and its commit.
+        assert (await authenticate_principal(token)).id == user.id
+        await revoking.commit()
+
+    with pytest.raises(InvalidToken):
+        await authenticate_principal(token)
+    assert (
+        await committed_client.get("/api/users/me", headers={"Authorization": f"Bearer {token}"})
+    ).status_code == 401
