@@ -24,7 +24,7 @@ ACCESS = "access"
 REFRESH = "refresh"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def stand_in_hash(rounds: int) -> bytes:
     """A real hash of a random password at `rounds`, made once per cost.
     Checking a password against it when the account does not exist costs
