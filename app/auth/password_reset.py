@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import repository
-from app.auth.service import revoke_sessions
+from app.auth.service import login_account_key, login_throttles, revoke_sessions
 from app.auth.throttle import Throttle, client_address
 from app.core.config import get_settings
 from app.core.errors import BadRequest
@@ -84,7 +84,8 @@ async def request_password_reset(
 async def confirm_password_reset(session: AsyncSession, *, token: str, new_password: str) -> None:
     """Set a new password with a valid token. The token (and every other
     outstanding reset token of the account) stops working, and every session
-    of the account is revoked, all in this transaction. Raises InvalidResetToken."""
+    of the account is revoked, all in this transaction; the account's login
+    failure counters are cleared. Raises InvalidResetToken."""
     now = utcnow()
     stored = await repository.get_password_reset_token_for_update(session, sha256_hex(token))
     if stored is None or stored.used_at is not None or stored.expires_at <= now:
@@ -95,4 +96,8 @@ async def confirm_password_reset(session: AsyncSession, *, token: str, new_passw
     user.password_hash = await hash_password(new_password)
     await repository.use_all_password_reset_tokens(session, user.id, now)
     await revoke_sessions(session, user)
+    # Whoever locked the account out (from the owner's address, say) loses
+    # that hold: the owner just proved control of the mailbox.
+    per_pair, _ = login_throttles()
+    await per_pair.clear_account(login_account_key(user.email))
     logger.info("password reset for user %s", user.id)

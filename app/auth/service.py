@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
-from typing import Optional
+from typing import Optional, Tuple
 
 import jwt
 from sqlalchemy import event
@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from app.auth import repository
 from app.auth.principal import principal_cache
 from app.auth.schemas import TokenPair
-from app.auth.throttle import Throttle, client_address
+from app.auth.throttle import PairThrottle, Throttle, client_address
 from app.core.config import get_settings
 from app.core.errors import InvalidCredentials, InvalidToken
 from app.core.schemas import MAX_DB_ID
@@ -34,15 +34,22 @@ from app.users.models import User
 logger = logging.getLogger(__name__)
 
 
-def login_throttles() -> tuple[Throttle, Throttle]:
+def login_throttles() -> Tuple[PairThrottle, Throttle]:
+    """Failures counted per (client address, account) pair, so nobody can lock
+    an owner out from elsewhere, and per address (10x the budget), so one
+    address cannot spray guesses over many accounts."""
     settings = get_settings()
-    per_account = Throttle(
-        "login:account", settings.login_max_failures, settings.login_lockout_seconds
+    per_pair = PairThrottle(
+        "login:pair", settings.login_max_failures, settings.login_lockout_seconds
     )
     per_address = Throttle(
         "login:address", settings.login_max_failures * 10, settings.login_lockout_seconds
     )
-    return per_account, per_address
+    return per_pair, per_address
+
+
+def login_account_key(email: str) -> str:
+    return users_service.normalize_email(email)[:320]
 
 
 async def _issue_pair(
@@ -69,23 +76,25 @@ async def login(
 ) -> TokenPair:
     """Check credentials and start a new token family.
 
-    Raises TooManyRequests after repeated failures for the account or the
-    client address, InvalidCredentials otherwise. Unknown accounts cost one
+    Raises TooManyRequests after repeated failures for the account from this
+    client address, or from this address overall, InvalidCredentials otherwise. Unknown accounts cost one
     bcrypt check too, so timing does not reveal which emails exist.
     """
-    account_key = users_service.normalize_email(email)[:320]
-    per_account, per_address = login_throttles()
+    account_key = login_account_key(email)
+    per_pair, per_address = login_throttles()
     address_key = client_address(client_host)
-    await per_account.check(account_key)
+    await per_pair.check(per_pair.pair(address_key, account_key))
     await per_address.check(address_key)
 
     user = await users_service.find_user_by_email(session, email)
     valid = await verify_password(password, user.password_hash if user else None)
     if user is None or not valid or not user.is_active:
-        await per_account.record_failure(account_key)
+        await per_pair.record_pair_failure(address_key, account_key)
         await per_address.record_failure(address_key)
         raise InvalidCredentials()
-    await per_account.reset(account_key)
+    # Only this pair: the owner's success must not give an attacker at
+    # another address fresh guesses.
+    await per_pair.reset(per_pair.pair(address_key, account_key))
     return await _issue_pair(session, user)
 
 

@@ -1,4 +1,5 @@
-"""Failed-attempt counters in Redis (per account and per client address).
+"""Failed-attempt counters in Redis (per account, per client address, or
+per (client address, account) pair).
 
 Fails open: when Redis is unreachable the request proceeds and a warning is
 logged, so a cache outage never locks everyone out.
@@ -56,6 +57,42 @@ class Throttle:
             await get_redis().delete(self._key(subject))
         except (RedisError, OSError):
             logger.warning("throttle %s: redis unavailable, reset skipped", self.scope)
+
+
+class PairThrottle(Throttle):
+    """Counts per (client address, account) pair, so failures from one
+    address lock that address out of the account, not the account's owner
+    everywhere. Each account's pairs are indexed, so `clear_account` (a
+    completed password reset) can drop them all."""
+
+    def pair(self, address: str, account: str) -> str:
+        # Address first: it never contains "|", so no account string can
+        # forge another address's pair.
+        return f"{address}|{account}"
+
+    def _index(self, account: str) -> str:
+        return f"throttle:{self.scope}:index:{account}"
+
+    async def record_pair_failure(self, address: str, account: str) -> None:
+        try:
+            pipe = get_redis().pipeline(transaction=False)
+            key = self._key(self.pair(address, account))
+            pipe.set(key, 0, ex=self.window_seconds, nx=True)
+            pipe.incr(key)
+            # Outlives every pair it lists: each expires within one window.
+            pipe.sadd(self._index(account), key)
+            pipe.expire(self._index(account), self.window_seconds)
+            await pipe.execute()
+        except (RedisError, OSError):
+            logger.warning("throttle %s: redis unavailable, failure not counted", self.scope)
+
+    async def clear_account(self, account: str) -> None:
+        try:
+            client = get_redis()
+            keys = await client.smembers(self._index(account))
+            await client.delete(self._index(account), *keys)
+        except (RedisError, OSError):
+            logger.warning("throttle %s: redis unavailable, counters not cleared", self.scope)
 
 
 def client_address(host: Optional[str]) -> str:
