@@ -77,8 +77,9 @@ async def login(
     """Check credentials and start a new token family.
 
     Raises TooManyRequests after repeated failures for the account from this
-    client address, or from this address overall, InvalidCredentials otherwise. Unknown accounts cost one
-    bcrypt check too, so timing does not reveal which emails exist.
+    client address, or from this address overall; InvalidCredentials
+    otherwise. Unknown accounts cost one bcrypt check at the configured
+    cost too, so timing does not reveal which emails exist.
     """
     account_key = login_account_key(email)
     per_pair, per_address = login_throttles()
