@@ -8,7 +8,7 @@ logged, so a cache outage never locks everyone out.
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Any, Awaitable, Optional, Set, cast
 
 from redis.exceptions import RedisError
 
@@ -89,7 +89,8 @@ class PairThrottle(Throttle):
     async def clear_account(self, account: str) -> None:
         try:
             client = get_redis()
-            keys = await client.smembers(self._index(account))
+            # redis-py types the asyncio client's set commands as sync-or-async.
+            keys = await cast(Awaitable[Set[Any]], client.smembers(self._index(account)))
             await client.delete(self._index(account), *keys)
         except (RedisError, OSError):
             logger.warning("throttle %s: redis unavailable, counters not cleared", self.scope)
