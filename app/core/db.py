@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, AsyncContextManager, AsyncIterator, Callable, Dict, List, Optional, Tuple
@@ -73,6 +74,33 @@ def install_idle_pre_ping(engine: AsyncEngine, idle_seconds: float) -> None:
             raise DisconnectionError("connection failed its idle ping") from exc
 
 
+_CONNECT_FAULT_SQLSTATES = ("53300", "57P01", "57P02", "57P03")
+
+
+def report_connect_faults(engine: AsyncEngine) -> None:
+    """Make a failed connect an OperationalError, as SQLAlchemy reports a
+    failure on an open connection. asyncpg raises its own errors there
+    (57P03 while PostgreSQL recovers from a crash, OSError when nothing
+    listens, a timeout), which the engine lets through untranslated: as a
+    bare OSError a refused connection looks like any disk error, and
+    CannotConnectNowError like a bug."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect_: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as exc:
+            sqlstate = getattr(exc, "sqlstate", None)
+            if isinstance(exc, asyncpg.PostgresError) and not (
+                str(sqlstate).startswith("08") or sqlstate in _CONNECT_FAULT_SQLSTATES
+            ):
+                raise  # a bad password or database name: configuration, not a fault
+            error: Any = dialect.loaded_dbapi.OperationalError(f"{type(exc).__name__}: {exc}")
+            error.sqlstate = error.pgcode = sqlstate
+            raise error from exc
+
+
 def build_engine(settings: Settings, url: Optional[str] = None) -> AsyncEngine:
     server_settings = {"application_name": "keel"}
     if settings.db_statement_timeout_ms:
@@ -91,6 +119,7 @@ def build_engine(settings: Settings, url: Optional[str] = None) -> AsyncEngine:
             "server_settings": server_settings,
         },
     )
+    report_connect_faults(engine)
     if settings.db_pool_pre_ping:
         install_idle_pre_ping(engine, settings.db_pre_ping_idle_seconds)
     return engine

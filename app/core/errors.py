@@ -6,11 +6,13 @@ import logging
 import math
 from typing import Any, Dict, Optional
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
@@ -122,7 +124,46 @@ class DatabaseTimeout(ServiceUnavailable):
     message = "The database took too long to answer, try again shortly"
 
 
+class DatabaseBusy(ServiceUnavailable):
+    """Every pooled connection stayed in use for DB_POOL_TIMEOUT, or the
+    server refused another connection (too many clients)."""
+
+    code = "database_busy"
+    message = "The database is busy, try again shortly"
+
+
 QUERY_CANCELED = "57014"  # SQLSTATE of statement_timeout and pg_cancel_backend
+TOO_MANY_CONNECTIONS = "53300"
+# Class 08 (connection exception), and the server shutting down (57P01,
+# 57P02) or not accepting connections yet (57P03: starting up, in crash
+# recovery, a standby without hot_standby).
+_UNAVAILABLE_SQLSTATES = ("57P01", "57P02", "57P03")
+
+
+def database_fault(exc: BaseException) -> Optional[ServiceUnavailable]:
+    """The 503 that `exc` calls for if it is a database fault, else None.
+
+    Knows SQLAlchemy's errors (the driver's SQLSTATE in `.orig`), the pool's
+    timeout, and asyncpg's own errors (the hot paths call the driver
+    directly). A bare OSError is not one: the engine reports a failed
+    connect as OperationalError (app/core/db.py), and anything else (a full
+    disk, say) is not the database's."""
+    if isinstance(exc, PoolTimeout):
+        return DatabaseBusy()
+    sqlstate = str(getattr(getattr(exc, "orig", exc), "sqlstate", None) or "")
+    if sqlstate == QUERY_CANCELED:
+        return DatabaseTimeout()
+    if sqlstate == TOO_MANY_CONNECTIONS:
+        return DatabaseBusy()
+    if sqlstate.startswith("08") or sqlstate in _UNAVAILABLE_SQLSTATES:
+        return DatabaseUnavailable()
+    if isinstance(exc, (OperationalError, InterfaceError)) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        return DatabaseUnavailable()
+    if isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc):
+        return DatabaseUnavailable()  # the test SQLAlchemy's asyncpg dialect uses
+    return None
 
 
 def error_body(detail: Any, code: str) -> Dict[str, Any]:
@@ -208,18 +249,18 @@ def _sqlstate(exc: Exception) -> str:
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
-    # Connection-level failures mean the database is down or unreachable: a
-    # fast, retryable 503 rather than a 500.
-    if isinstance(exc, (OperationalError, InterfaceError, OSError, ConnectionError)) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    ):
-        logger.warning("database unavailable: %s", type(exc).__name__)
-        err = DatabaseUnavailable()
-        return JSONResponse(error_body(err.detail, err.code), 503, headers=err.headers)
-    if _sqlstate(exc) == QUERY_CANCELED:
-        logger.warning("statement cancelled on %s (statement timeout?)", request.url.path)
-        timeout = DatabaseTimeout()
-        return JSONResponse(error_body(timeout.detail, timeout.code), 503, headers=timeout.headers)
+    # Down, unreachable, recovering, overloaded or too slow: a fast, retryable
+    # 503 rather than a 500.
+    fault = database_fault(exc)
+    if fault is not None:
+        logger.warning(
+            "database fault on %s %s: %s (%s)",
+            request.method,
+            request.url.path,
+            fault.code,
+            type(exc).__name__,
+        )
+        return JSONResponse(error_body(fault.detail, fault.code), 503, headers=fault.headers)
     if isinstance(exc, DataError) or _sqlstate(exc).startswith("22"):
         # SQLSTATE class 22 (bad encoding, out-of-range value): input the
         # validators let through. A 422, logged so the validator gets fixed.
@@ -244,5 +285,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_error)
-    app.add_exception_handler(OSError, _database_error)
+    app.add_exception_handler(PoolTimeout, _database_error)
+    # Raised as they are on the paths that use the driver directly.
+    app.add_exception_handler(asyncpg.PostgresError, _database_error)
+    app.add_exception_handler(asyncpg.InterfaceError, _database_error)
     app.add_exception_handler(Exception, _unhandled_error)
