@@ -162,7 +162,7 @@ def database_fault(exc: BaseException) -> Optional[ServiceUnavailable]:
     ):
         return DatabaseUnavailable()
     if isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc):
-        return DatabaseUnavailable()  # the test SQLAlchemy's asyncpg dialect uses
+        return DatabaseUnavailable()  # the disconnect test of SQLAlchemy's asyncpg dialect
     return None
 
 
