@@ -84,3 +84,17 @@ def test_every_unsafe_setting_is_reported_at_once() -> None:
 def test_default_secret_key_and_fake_provider_are_both_named() -> None:
     message = refusal(Settings(environment="production", payment_provider="fake"))
     assert "SECRET_KEY" in message and "PAYMENT_PROVIDER" in message
+
+
+def test_production_without_metrics_token_or_provider_warns_at_startup(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="app.core.config"):
+        production().check_production_safety()
+    warnings = " ".join(r.getMessage() for r in caplog.records)
+    assert "METRICS_TOKEN" in warnings and "404" in warnings
+    assert "PAYMENT_PROVIDER" in warnings and "disabled" in warnings
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="app.core.config"):
+        production(metrics_token="t" * 32).check_production_safety()
+    assert "METRICS_TOKEN" not in " ".join(r.getMessage() for r in caplog.records)
