@@ -28,9 +28,7 @@ def _parse_amount(value: Any) -> Any:
     if isinstance(value, Decimal):  # from Python callers, never from JSON
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        raise ValueError(
-            'amount must be a decimal string such as "12.50", not a JSON number'
-        )
+        raise ValueError('amount must be a decimal string such as "12.50", not a JSON number')
     if not isinstance(value, str):
         raise ValueError('amount must be a decimal string such as "12.50"')
     if not _AMOUNT_STRING.match(value):

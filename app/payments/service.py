@@ -24,9 +24,8 @@ import logging
 from decimal import Decimal
 from typing import Any, Dict, Optional, Tuple
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import AppError, BadRequest, ServiceUnavailable, UnprocessableEntity
 from app.ledger import idempotency
@@ -357,8 +356,7 @@ async def _apply_intent_succeeded(session: AsyncSession, event: Dict[str, Any]) 
         if _sqlstate(error) != UNIQUE_VIOLATION:
             raise
         logger.error(
-            "webhook: intent %s was attached to another payment meanwhile; payment %s "
-            "not credited",
+            "webhook: intent %s was attached to another payment meanwhile; payment %s not credited",
             intent_id,
             payment_id,
         )

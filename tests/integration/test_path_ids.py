@@ -65,7 +65,9 @@ async def test_ids_in_digits_still_work(
     client: Any, make_user: Callable[..., Any], zeros: str
 ) -> None:
     user = await make_user()
-    created = await client.post("/api/posts", json={"title": "t", "body": ""}, headers=user["headers"])
+    created = await client.post(
+        "/api/posts", json={"title": "t", "body": ""}, headers=user["headers"]
+    )
     post_id = created.json()["id"]
     response = await client.get(f"/api/posts/{zeros}{post_id}", headers=user["headers"])
     assert response.status_code == 200

@@ -179,5 +179,8 @@ async def test_intent_attached_to_another_payment_concurrently_is_recorded_and_s
                 text("SELECT count(*) FROM payment_events WHERE event_id = 'evt_race'")
             )
         ).scalar_one()
-    assert [tuple(row) for row in rows] == [(first, "pending", "pi_race"), (second, "pending", None)]
+    assert [tuple(row) for row in rows] == [
+        (first, "pending", "pi_race"),
+        (second, "pending", None),
+    ]
     assert recorded == 1
