@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional
 
-from app.core.config import get_settings
+from app.core.config import UnsafeSettings, get_settings
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -112,6 +112,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from app.worker import QUEUE, celery_app
 
     settings = get_settings()
+    settings.check_production_safety()
     # No mingle/gossip: workers share nothing but the queue, and start faster.
     argv = [
         "worker",
@@ -186,7 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except UnsafeSettings as unsafe:
+        # A configuration mistake, not a crash: the message, no traceback.
+        print(f"keel {args.command}: {unsafe}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

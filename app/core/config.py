@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import List, Literal, Optional
@@ -10,7 +11,21 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET_KEY = "dev-insecure-secret-key-change-me-0123456789"
+# Public (it is in this file): fine for development and tests, refused in production.
+DEFAULT_STRIPE_WEBHOOK_SECRET = "whsec_dev_only_change_me"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+logger = logging.getLogger(__name__)
+
+
+class UnsafeSettings(RuntimeError):
+    """Production settings that must not run; `problems` names every one."""
+
+    def __init__(self, problems: List[str]) -> None:
+        self.problems = problems
+        super().__init__(
+            "refusing to run in production with unsafe settings: " + "; ".join(problems)
+        )
 
 
 class Settings(BaseSettings):
@@ -94,12 +109,23 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(5, ge=1)
     login_lockout_seconds: int = Field(300, ge=1)
 
-    payment_provider: str = Field("fake", pattern="^(fake|stripe)$")
+    # Unset: `fake` in development and test; in production payments are
+    # disabled (503 `payments_disabled`) until a real provider is configured.
+    payment_provider: Optional[Literal["fake", "stripe"]] = None
     stripe_api_key: Optional[str] = None
-    stripe_webhook_secret: str = "whsec_dev_only_change_me"
+    stripe_webhook_secret: str = DEFAULT_STRIPE_WEBHOOK_SECRET
     # The saved payment method top-ups are charged to (Stripe test card by default).
     stripe_payment_method: str = "pm_card_visa"
     payment_timeout_seconds: float = Field(10.0, gt=0)
+
+    # Bearer token /metrics requires when set. Unset: open outside
+    # production, not served (404) in production.
+    metrics_token: Optional[str] = None
+
+    @field_validator("payment_provider", "metrics_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -120,14 +146,45 @@ class Settings(BaseSettings):
     def json_logs(self) -> bool:
         return self.is_production if self.log_json is None else self.log_json
 
-    def check_production_safety(self) -> None:
-        """Refuse to run production with a guessable signing key."""
+    @property
+    def active_payment_provider(self) -> Optional[str]:
+        """The provider payments go through; None means payments are disabled."""
+        if self.payment_provider is None and not self.is_production:
+            return "fake"
+        return self.payment_provider
+
+    def production_problems(self) -> List[str]:
+        """Every setting production must not run with (empty outside production)."""
         if not self.is_production:
-            return
+            return []
+        problems = []
         if self.secret_key == DEFAULT_SECRET_KEY or len(self.secret_key) < 32:
-            raise RuntimeError(
-                "SECRET_KEY must be set to a random value of at least 32 characters in production"
+            problems.append("SECRET_KEY must be a random value of at least 32 characters")
+        if self.payment_provider == "fake":
+            problems.append(
+                "PAYMENT_PROVIDER=fake credits money without charging anyone: set "
+                "PAYMENT_PROVIDER=stripe, or leave it unset to disable payments"
             )
+        if self.payment_provider == "stripe":
+            if not self.stripe_api_key:
+                problems.append("STRIPE_API_KEY must be set when PAYMENT_PROVIDER=stripe")
+            if self.stripe_webhook_secret in ("", DEFAULT_STRIPE_WEBHOOK_SECRET):
+                problems.append(
+                    "STRIPE_WEBHOOK_SECRET must be set to the endpoint's signing secret "
+                    "when PAYMENT_PROVIDER=stripe (the default is public)"
+                )
+        return problems
+
+    def check_production_safety(self) -> None:
+        """Refuse to run production with unsafe settings, naming all of them
+        at once; warn about what production runs without."""
+        problems = self.production_problems()
+        if problems:
+            raise UnsafeSettings(problems)
+        if self.is_production and self.payment_provider is None:
+            logger.warning("PAYMENT_PROVIDER is not set: payments are disabled (503)")
+        if self.is_production and not self.metrics_token:
+            logger.warning("METRICS_TOKEN is not set: /metrics is not served (404)")
 
 
 @lru_cache

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, Union
 
 from fastapi import Path
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from typing_extensions import Annotated
 
 # Ids are PostgreSQL bigint/integer: bound them so bad input is a 422, not a DB error.
 MAX_DB_ID = 2**31 - 1
 
 DbId = Annotated[int, Field(ge=1, le=MAX_DB_ID, strict=False)]
-IdPath = Annotated[int, Path(ge=1, le=MAX_DB_ID)]
+_DIGITS = re.compile(r"[0-9]{1,20}")
+
+
+def _digits_only(value: Any) -> Any:
+    # Lax int parsing would read "1.0", "+1", " 1" and "1_0" as ids: an id
+    # in a path is written in digits and nothing else.
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise ValueError("the id must be an integer written in digits")
+    return value
+
+
+IdPath = Annotated[int, Path(ge=1, le=MAX_DB_ID), BeforeValidator(_digits_only)]
 
 
 class ErrorResponse(BaseModel):

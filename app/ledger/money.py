@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from pydantic import AfterValidator, BeforeValidator, PlainSerializer, WithJsonSchema
@@ -22,19 +22,18 @@ MAX_PAYMENT_MINOR = 99_999_999
 
 
 def _parse_amount(value: Any) -> Any:
-    """Exactly what the published schema allows: a JSON number, or a string
-    of digits with at most 2 decimals (no exponent, sign or spaces)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
-        raise ValueError("amount must be a number or a decimal string such as '12.50'")
-    if isinstance(value, str):
-        if not _AMOUNT_STRING.match(value):
-            raise ValueError("amount must be a positive decimal string with at most 2 places")
-        return Decimal(value)
-    try:
-        # repr of a float is its shortest exact decimal form: 0.1 -> "0.1".
-        return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    except InvalidOperation:
-        raise ValueError("amount must be a finite number") from None
+    """Exactly what the published schema allows: a string of digits with at
+    most 2 decimals (no exponent, sign or spaces). A JSON number is refused:
+    a client that sends one has already been through a binary float."""
+    if isinstance(value, Decimal):  # from Python callers, never from JSON
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError('amount must be a decimal string such as "12.50", not a JSON number')
+    if not isinstance(value, str):
+        raise ValueError('amount must be a decimal string such as "12.50"')
+    if not _AMOUNT_STRING.match(value):
+        raise ValueError("amount must be a positive decimal string with at most 2 places")
+    return Decimal(value)
 
 
 def _check_amount(value: Decimal) -> Decimal:
@@ -68,15 +67,10 @@ PositiveAmount = Annotated[
     AfterValidator(_check_amount),
     WithJsonSchema(
         {
-            "anyOf": [
-                {
-                    "type": "number",
-                    "exclusiveMinimum": 0,
-                    "maximum": float(MAX_AMOUNT),
-                    "multipleOf": 0.01,
-                },
-                {"type": "string", "pattern": AMOUNT_PATTERN},
-            ],
+            "type": "string",
+            "pattern": AMOUNT_PATTERN,
+            "description": "A decimal string with at most 2 places, > 0 and at most 10^15; "
+            "JSON numbers are refused",
             "examples": ["12.50"],
         }
     ),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Dict
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
-from app.core.errors import ServiceUnavailable
+from app.core.config import Settings
+from app.core.errors import InvalidToken, NotAuthenticated, NotFound, ServiceUnavailable
 from app.core.routing import KeelRoute
 from app.core.schemas import error_responses
 from app.ops.metrics import render_metrics
@@ -47,7 +49,31 @@ async def ready() -> Readiness:
     return Readiness(status="ok", checks=checks)
 
 
-@router.get("/metrics", response_class=Response, include_in_schema=True)
+def require_metrics_token(request: Request) -> None:
+    """With METRICS_TOKEN set, /metrics needs `Authorization: Bearer <token>`
+    (compared in constant time). Without it, /metrics is open outside
+    production and not served in production: request counts by route and
+    pool gauges are not for anyone who asks."""
+    settings: Settings = request.app.state.settings
+    expected = settings.metrics_token
+    if not expected:
+        if settings.is_production:
+            raise NotFound()
+        return
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not presented:
+        raise NotAuthenticated()
+    if not hmac.compare_digest(presented.strip().encode(), expected.encode()):
+        raise InvalidToken()
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    include_in_schema=True,
+    dependencies=[Depends(require_metrics_token)],
+    responses=error_responses(401, 404),
+)
 async def metrics() -> Response:
     """Prometheus text exposition."""
     body, content_type = render_metrics()

@@ -65,6 +65,13 @@ async def lock_payment_by_provider_id(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def payment_id_by_provider_id(
+    session: AsyncSession, provider_payment_id: str
+) -> Optional[int]:
+    stmt = select(Payment.id).where(Payment.provider_payment_id == provider_payment_id)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
 async def insert_event(session: AsyncSession, *, event_id: str, type: str) -> Optional[int]:
     """Store an event id; None when it was stored before (a redelivery). A
     concurrent delivery of the same id waits here for the first to finish."""

@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api", tags=["payments"], route_class=KeelRoute)
     "/pay",
     response_model=PaymentOut,
     status_code=200,
-    responses=error_responses(401, 402, 404, 409, 422, 502),
+    responses=error_responses(401, 402, 404, 409, 422, 502, 503),
 )
 async def pay(
     body: PaymentCreate,
@@ -42,7 +42,7 @@ async def pay(
     "/payments/webhook",
     response_model=WebhookAck,
     status_code=200,
-    responses=error_responses(),
+    responses=error_responses(503),
 )
 async def payment_webhook(
     request: Request,

@@ -24,9 +24,10 @@ import logging
 from decimal import Decimal
 from typing import Any, Dict, Optional, Tuple
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import AppError, BadRequest, UnprocessableEntity
+from app.core.errors import AppError, BadRequest, ServiceUnavailable, UnprocessableEntity
 from app.ledger import idempotency
 from app.ledger import service as ledger_service
 from app.ledger.currencies import NOT_CENT_BASED
@@ -52,6 +53,16 @@ class PaymentProviderError(AppError):
     status_code = 502
     code = "payment_provider_error"
     message = "The payment provider did not answer; nothing was charged to the account, retry"
+
+
+class PaymentsDisabled(ServiceUnavailable):
+    code = "payments_disabled"
+    message = "Payments are disabled: no payment provider is configured"
+    # A configuration state, not a blip: retrying within the hour is pointless.
+    RETRY_AFTER_SECONDS = 3600
+
+    def __init__(self) -> None:
+        super().__init__(retry_after=self.RETRY_AFTER_SECONDS)
 
 
 class CurrencyNotPayable(UnprocessableEntity):
@@ -106,8 +117,11 @@ async def pay_account(
     nothing credited; replays return it again), PaymentProviderError (502,
     nothing credited, the payment stays pending: a retry with the same
     Idempotency-Key charges with the same provider key, and a webhook may
-    still complete it), IdempotencyKeyReused (409).
+    still complete it), IdempotencyKeyReused (409), PaymentsDisabled (503,
+    no provider configured: nothing is written).
     """
+    if not provider.payments_enabled():
+        raise PaymentsDisabled()
     request_hash = idempotency.request_fingerprint(
         "POST", PAY_PATH, {"account_id": account_id, "amount": amount_minor}
     )
@@ -245,16 +259,23 @@ async def handle_webhook(
 ) -> None:
     """Verify and apply one provider event.
 
-    The signature is checked on the raw body (300 s tolerance). Each event id
+    The signature is checked on the raw body (timestamp within 300 s, past
+    or future). Each event id
     is stored once (unique constraint), in the same transaction as its
     effect: a redelivery is a no-op, and a failed application is not recorded
     so the provider's redelivery tries again. `payment_intent.succeeded`
     credits the payment exactly once (see apply_succeeded_payment).
 
-    Raises InvalidSignature or InvalidEvent (400).
+    Raises InvalidSignature or InvalidEvent (400), PaymentsDisabled (503: no
+    provider configured, so no secret to trust; the provider redelivers later).
     """
+    if not provider.payments_enabled():
+        raise PaymentsDisabled()
     try:
         event = provider.verify_webhook(payload, signature_header)
+    except provider.MalformedEvent as error:
+        WEBHOOK_EVENTS.labels("invalid_event").inc()
+        raise InvalidEvent(f"Malformed webhook event: {error}") from None
     except provider.InvalidWebhook:
         WEBHOOK_EVENTS.labels("invalid_signature").inc()
         raise InvalidSignature() from None
@@ -312,5 +333,39 @@ async def _apply_intent_succeeded(session: AsyncSession, event: Dict[str, Any]) 
             payment.id,
         )
         return None
-    await apply_succeeded_payment(session, payment_id=payment.id, provider_payment_id=intent_id)
-    return payment.id
+    if payment.provider_payment_id is None:
+        holder = await repository.payment_id_by_provider_id(session, intent_id)
+        if holder is not None:
+            logger.error(
+                "webhook: intent %s already belongs to payment %s, not %s; not credited",
+                intent_id,
+                holder,
+                payment.id,
+            )
+            return None
+    payment_id = payment.id  # the savepoint's rollback expires `payment`
+    try:
+        # A savepoint: a concurrent event attaching the same intent to another
+        # payment commits first and this one hits the unique constraint; the
+        # event is then recorded and skipped like the case above.
+        async with session.begin_nested():
+            await apply_succeeded_payment(
+                session, payment_id=payment_id, provider_payment_id=intent_id
+            )
+    except IntegrityError as error:
+        if _sqlstate(error) != UNIQUE_VIOLATION:
+            raise
+        logger.error(
+            "webhook: intent %s was attached to another payment meanwhile; payment %s not credited",
+            intent_id,
+            payment_id,
+        )
+        return None
+    return payment_id
+
+
+UNIQUE_VIOLATION = "23505"
+
+
+def _sqlstate(error: IntegrityError) -> str:
+    return str(getattr(error.orig, "sqlstate", None) or "")

@@ -3,9 +3,9 @@
 `charge` creates and confirms a PaymentIntent with *our* idempotency key
 (derived from our payment id by the caller), so a retried charge can never
 be taken twice; `verify_webhook` checks a `Stripe-Signature` header on the
-raw body. `PAYMENT_PROVIDER=fake` (the default outside production) selects a
-local deterministic fake with the same contract, so development and tests run
-without the network:
+raw body. `PAYMENT_PROVIDER=fake` (the default in development and test;
+refused in production) selects a local deterministic fake with the same
+contract, so development and tests run without the network:
 
 - amount in minor units ending in ``02`` (e.g. 1002): declined;
 - ending in ``03`` (e.g. 1003): provider error (as a timeout would be);
@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
@@ -47,7 +48,17 @@ class ChargeDeclined(Exception):
 
 
 class InvalidWebhook(Exception):
-    """Bad or missing signature, stale timestamp, or an unreadable body."""
+    """Bad or missing signature, a timestamp outside the tolerance, or an
+    unreadable body."""
+
+
+class MalformedEvent(InvalidWebhook):
+    """Validly signed, but the body is not a JSON object we can read (bad
+    JSON, nesting too deep to decode, an array...)."""
+
+
+class PaymentsDisabled(Exception):
+    """No payment provider is configured (production without PAYMENT_PROVIDER)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,10 @@ def build_client(http_client: Optional[stripe.HTTPClient] = None) -> stripe.Stri
     )
 
 
+def payments_enabled() -> bool:
+    return get_settings().active_payment_provider is not None
+
+
 def _stripe_client() -> stripe.StripeClient:
     global _client
     if _client is None:
@@ -95,7 +110,10 @@ async def charge(
     Returns the provider's payment id on success. Raises ChargeDeclined or
     ProviderError. Never call this inside an open database transaction.
     """
-    if get_settings().payment_provider == "fake":
+    active = get_settings().active_payment_provider
+    if active is None:
+        raise PaymentsDisabled()
+    if active == "fake":
         return _fake_charge(amount=amount, idempotency_key=idempotency_key)
     return await _stripe_charge(
         amount=amount, currency=currency, idempotency_key=idempotency_key, metadata=metadata
@@ -149,18 +167,42 @@ async def _stripe_charge(
 
 
 def verify_webhook(payload: bytes, signature_header: Optional[str]) -> Dict[str, Any]:
-    """Check the `Stripe-Signature` header (HMAC-SHA256 of `t.payload`, at
-    most 300 s old) against the raw body and return the decoded event."""
+    """Check the `Stripe-Signature` header (HMAC-SHA256 of `t.payload`, its
+    timestamp within 300 s of now, either way) against the raw body and
+    return the decoded event.
+
+    Raises InvalidWebhook for a bad signature or timestamp, MalformedEvent
+    for a signed body that is not a readable JSON object."""
     import stripe
 
+    if not payments_enabled():
+        raise PaymentsDisabled()
     secret = get_settings().stripe_webhook_secret
     try:
         stripe.WebhookSignature.verify_header(
             payload, signature_header, secret, WEBHOOK_TOLERANCE_SECONDS
         )
-        event = json.loads(payload)
-    except (stripe.SignatureVerificationError, UnicodeDecodeError, ValueError) as error:
+    except (stripe.SignatureVerificationError, UnicodeDecodeError) as error:
         raise InvalidWebhook(str(error)) from error
+    assert signature_header is not None  # verify_header refuses a missing one
+    # The SDK only refuses old timestamps; one far ahead would let a leaked
+    # signed request be replayed until then.
+    if _signed_at(signature_header) > time.time() + WEBHOOK_TOLERANCE_SECONDS:
+        raise InvalidWebhook("timestamp too far in the future")
+    try:
+        event = json.loads(payload)
+    except (ValueError, RecursionError) as error:
+        # RecursionError: a body nested deeper than the decoder's stack allows.
+        raise MalformedEvent(f"unreadable event body: {type(error).__name__}") from None
     if not isinstance(event, dict):
-        raise InvalidWebhook("event is not a JSON object")
+        raise MalformedEvent("event is not a JSON object")
     return event
+
+
+def _signed_at(header: str) -> int:
+    """The timestamp verify_header checked: the first `t` item, read the same way."""
+    for item in header.split(","):
+        parts = item.split("=", 2)
+        if parts[0] == "t":
+            return int(parts[1])
+    raise InvalidWebhook("no timestamp")  # pragma: no cover - verify_header requires one

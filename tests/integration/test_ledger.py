@@ -135,7 +135,7 @@ async def test_transfer_moves_money_and_writes_debit_and_credit_entries(
     )
 
 
-async def test_transfer_accepts_numeric_amount_and_whole_balance(
+async def test_transfer_accepts_whole_amount_string_and_whole_balance(
     client: Any, make_user: Callable[..., Any]
 ) -> None:
     alice = await make_user()
@@ -143,7 +143,7 @@ async def test_transfer_accepts_numeric_amount_and_whole_balance(
     await top_up(client, alice, source["id"], 1_000)
     response = await client.post(
         "/api/transfers",
-        json={"from_account_id": source["id"], "to_account_id": target["id"], "amount": 10},
+        json={"from_account_id": source["id"], "to_account_id": target["id"], "amount": "10"},
         headers=alice["headers"],
     )
     assert response.status_code == 201
@@ -405,3 +405,33 @@ async def signed_up_user(client: Any) -> Dict[str, Any]:
         **created.json(),
         "headers": {"Authorization": f"Bearer {tokens.json()['access_token']}"},
     }
+
+
+@pytest.mark.parametrize("amount", [0.1, 10, 12.5, 1e2])
+async def test_transfer_amount_as_a_json_number_is_422_asking_for_a_string(
+    client: Any, make_user: Callable[..., Any], amount: Any
+) -> None:
+    """Money is never a JSON float: a number is refused, whatever its value."""
+    alice = await make_user()
+    source, target = await open_account(client, alice), await open_account(client, alice)
+    await top_up(client, alice, source["id"], 10_000)
+    response = await client.post(
+        "/api/transfers",
+        json={"from_account_id": source["id"], "to_account_id": target["id"], "amount": amount},
+        headers=alice["headers"],
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert body["code"] == "validation_error"
+    [error] = body["detail"]
+    assert error["loc"] == ["body", "amount"]
+    assert '"12.50"' in error["msg"]
+    assert await balance(client, alice, source["id"]) == "100.00"
+
+
+def test_transfer_amount_schema_is_a_string_only() -> None:
+    from app.ledger.schemas import TransferCreate
+
+    schema = TransferCreate.model_json_schema()["properties"]["amount"]
+    assert schema["type"] == "string" and "pattern" in schema
+    assert "anyOf" not in schema
