@@ -22,7 +22,6 @@ from typing_extensions import Annotated
 
 from app.core.config import Settings, get_settings
 from app.core.errors import DatabaseTimeout, DatabaseUnavailable
-from app.core.pool import FairAsyncQueuePool
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +78,6 @@ def build_engine(settings: Settings, url: Optional[str] = None) -> AsyncEngine:
         server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
     engine = create_async_engine(
         url or resolve_database_url(settings),
-        poolclass=FairAsyncQueuePool,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
 from app.core.errors import ServiceUnavailable
+from app.core.pagination import NoQuery
 from app.core.routing import KeelRoute
 from app.core.schemas import error_responses
 from app.ops.metrics import render_metrics
@@ -26,13 +27,15 @@ class NotReady(ServiceUnavailable):
     message = "Not ready"
 
 
-@router.get("/health", response_model=Dict[str, str])
+@router.get("/health", dependencies=[NoQuery], response_model=Dict[str, str])
 async def health() -> Dict[str, str]:
     """The process is alive and its event loop answers. Touches nothing else."""
     return {"status": "ok"}
 
 
-@router.get("/ready", response_model=Readiness, responses=error_responses(503))
+@router.get(
+    "/ready", dependencies=[NoQuery], response_model=Readiness, responses=error_responses(503)
+)
 async def ready() -> Readiness:
     """200 when the database, the broker and the model are usable; 503 naming
     what is not."""
@@ -47,7 +50,7 @@ async def ready() -> Readiness:
     return Readiness(status="ok", checks=checks)
 
 
-@router.get("/metrics", response_class=Response, include_in_schema=True)
+@router.get("/metrics", dependencies=[NoQuery], response_class=Response, include_in_schema=True)
 async def metrics() -> Response:
     """Prometheus text exposition."""
     body, content_type = render_metrics()
