@@ -7,7 +7,7 @@ import time
 from typing import Any, AsyncContextManager, AsyncIterator, Callable, Dict, List, Optional, Tuple
 
 import asyncpg
-from fastapi import Depends, FastAPI
+from fastapi import Depends
 from sqlalchemy import Executable, MetaData, Result, Select, event
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.exc import DisconnectionError
@@ -240,11 +240,3 @@ async def get_reader() -> Reader:
 
 
 Reads = Annotated[Reader, Depends(get_reader)]
-
-
-async def resolve_reader(app: FastAPI) -> Reader:
-    """The Reader `Reads` would give a route of `app`, honouring dependency
-    overrides (tests): for fast paths, which skip dependency injection."""
-    provider = app.dependency_overrides.get(get_reader, get_reader)
-    reader: Reader = await provider()
-    return reader
