@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import getpass
 import os
 import shutil
@@ -54,7 +53,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gunicorn.app.wsgiapp import WSGIApplication
 
     master = os.getpid()
-    gc.disable()  # for the app's import; gunicorn_conf.when_ready turns it back on
     sys.argv = ["gunicorn", "-c", "python:app.gunicorn_conf", "app.main:app"]
     try:
         WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]", prog="keel serve").run()

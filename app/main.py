@@ -12,13 +12,13 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.auth.principal import cancel_standing_loads
 from app.auth.router import router as auth_router
-from app.core import fastpath
 from app.core.config import Settings, get_settings
 from app.core.db import db
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.core.redis import close_redis
+from app.core.responses import ORJSONUTCResponse
 from app.emails.router import router as emails_router
 from app.ingestion.router import router as ingestion_router
 from app.jobs.router import router as jobs_router
@@ -55,6 +55,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         version="0.1.0",
         description="Users, posts, a money ledger, background jobs, CSV ingestion and ML serving.",
         lifespan=lifespan,
+        default_response_class=ORJSONUTCResponse,
     )
     app.state.settings = settings
     install_error_handlers(app)
@@ -72,7 +73,6 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         payments_router,
     ):
         app.include_router(router)
-    fastpath.install(app)  # lean GET /api/posts, POST /api/predict(/batch): app/core/fastpath.py
 
     # Upload endpoints count their own bytes against MAX_UPLOAD_BYTES.
     upload_limits = {"/api/upload-csv": settings.max_upload_bytes + 64 * 1024}

@@ -4,10 +4,10 @@
 
 For a logistic regression and a 100-tree random forest it measures, with wrk
 (one thread, keep-alive) at 1, 16 and 64 concurrent connections:
-  * keel as shipped: `keel serve --workers N` (gunicorn, keel's uvicorn worker
-    class), a bearer token on every request (the token's signature is
-    verified once per process, the account's standing re-read every
-    AUTH_CACHE_SECONDS), the lean predict path, the micro-batcher;
+  * keel as shipped: `keel serve --workers N` (gunicorn, uvicorn's worker
+    class with EVENT_LOOP), a bearer token on every request (the token's
+    signature is verified once per process, the account's standing re-read
+    every AUTH_CACHE_SECONDS), the regular FastAPI route, the micro-batcher;
   * naive: the seed pattern — scikit-learn `model.predict` +
     `model.predict_proba` on one row inside `async def` (built here, not part
     of the app; no auth) — served by the same gunicorn + worker class, so the
@@ -16,10 +16,9 @@ Every variant runs with ONE worker; `--gunicorn` adds both with TWO workers,
 which is the deployment (one worker per core on these 2-core machines, shared
 with wrk and PostgreSQL). The goals are judged on keel with 2 workers when it
 ran, the 1-worker figures printed next to them; the ratio goals compare it
-with the naive endpoint as one process, which is how the issue measured its
-naive baseline (98-126 req/s for the forest), and the ratios at equal worker
+with the naive endpoint as one process, and the ratios at equal worker
 counts are printed beside them, with what reaching the goals on those would
-take (docs/ml.md, "Measuring").
+take (bench/README.md).
 First a raw ASGI app with a constant answer runs in the
 same server ("floor"): the server's own cost at that moment, a ceiling for any
 Python app here and a gauge of how busy the machine is (with `--gunicorn` also
@@ -74,14 +73,14 @@ end
 
 # --------------------------------------------------------------------- servers
 BENCH_DIR = Path(__file__).resolve().parent
-# The worker class `keel serve` uses (event loop EVENT_LOOP, httptools): the
+# The worker class `keel serve` uses (uvicorn's, event loop EVENT_LOOP): the
 # naive app and the floor run in the same server as keel.
 WORKER_CLASS = "app.gunicorn_conf.KeelUvicornWorker"
 
 
 def gunicorn_argv(app: str, workers: int, port: int) -> List[str]:
     """gunicorn serving `app` (a bench/ module) exactly as `keel serve` runs its
-    workers: keel's settings and hooks (CPU pinning, connection balancing)."""
+    workers: keel's gunicorn settings and worker class."""
     return [
         sys.executable,
         "-m",

@@ -40,7 +40,6 @@ from sqlalchemy import bindparam, select
 from app.core.config import Settings, get_settings
 from app.core.db import PreparedRead, Reader, db
 from app.core.errors import InvalidToken
-from app.core.logging import user_id_var
 from app.core.schemas import MAX_DB_ID
 from app.core.security import ACCESS, decode_token
 from app.users.models import User
@@ -160,8 +159,8 @@ standing_reader: Callable[[], Reader] = _process_reader
 
 async def _load_principal(user_id: int) -> Optional[Principal]:
     """One prepared read, no ORM session: it runs every AUTH_CACHE_SECONDS / 2
-    per busy user on the event loop that serves requests (measured: ~0.18 ms
-    of CPU against ~0.96 ms through a session)."""
+    per busy user on the event loop that serves requests, where a session's
+    machinery costs several times the read (bench/README.md)."""
     rows = await standing_reader().fetch(_standing_read(), {"user_id": user_id})
     if not rows:
         return None
@@ -233,24 +232,6 @@ def _forget_load(user_id: int, task: asyncio.Task[Optional[Principal]]) -> None:
     if not task.cancelled() and task.exception() is not None:
         # Raised to every waiter; a background refresh has none, so say it here.
         logger.warning("standing of user %s not refreshed: %r", user_id, task.exception())
-
-
-async def bearer_principal(authorization: Optional[bytes]) -> Optional[Principal]:
-    """The caller named by a raw `Authorization: Bearer` header value when the
-    token is valid (the check CurrentPrincipal makes), else None. For fast
-    paths (app/core/fastpath.py): on None the regular route re-runs the check
-    and answers the 401 itself."""
-    if authorization is None or not authorization.startswith(b"Bearer "):
-        return None
-    token = authorization[7:].decode("latin-1")
-    if not token:
-        return None
-    try:
-        principal = await authenticate_principal(token)
-    except InvalidToken:
-        return None
-    user_id_var.set(principal.id)
-    return principal
 
 
 async def authenticate_principal(token: str) -> Principal:

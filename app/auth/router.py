@@ -14,6 +14,7 @@ from app.auth.schemas import (
     TokenPair,
 )
 from app.core.db import DbSession
+from app.core.pagination import NoQuery
 from app.core.routing import KeelRoute
 from app.core.schemas import error_responses
 
@@ -22,6 +23,7 @@ router = APIRouter(tags=["auth"], route_class=KeelRoute)
 
 @router.post(
     "/token",
+    dependencies=[NoQuery],
     response_model=TokenPair,
     responses=error_responses(401, 422, 429),
     summary="Log in with the OAuth2 password flow (username = email)",
@@ -37,13 +39,19 @@ async def login(
     )
 
 
-@router.post("/token/refresh", response_model=TokenPair, responses=error_responses(401, 422))
+@router.post(
+    "/token/refresh",
+    dependencies=[NoQuery],
+    response_model=TokenPair,
+    responses=error_responses(401, 422),
+)
 async def refresh_token(body: RefreshRequest, session: DbSession) -> TokenPair:
     return await service.refresh(session, refresh_token=body.refresh_token)
 
 
 @router.post(
     "/api/auth/logout",
+    dependencies=[NoQuery],
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=error_responses(401, 422),
@@ -55,6 +63,7 @@ async def logout(body: RefreshRequest, session: DbSession, user: CurrentUser) ->
 
 @router.post(
     "/api/auth/password-reset",
+    dependencies=[NoQuery],
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ResetAccepted,
     responses=error_responses(422, 429),
@@ -70,6 +79,7 @@ async def request_password_reset(
 
 @router.post(
     "/api/auth/password-reset/confirm",
+    dependencies=[NoQuery],
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=error_responses(400, 422),

@@ -96,12 +96,11 @@ class Settings(BaseSettings):
     cors_origins: List[str] = []
     log_level: str = "INFO"
     log_json: Optional[bool] = None
-    web_concurrency: Optional[int] = None
-    # `keel serve`: one worker per CPU, each pinned to its own (app/core/cpu.py).
-    pin_workers: bool = True
-    # uvicorn's event loop. asyncio, not uvloop: measured here at 64 clients on
-    # one saturated worker, uvloop served some connections far later than
-    # others (p99 10-20x p50 on /health), asyncio stayed within ~1.5x.
+    # `keel serve` workers; default: the CPUs the process may use (app/core/cpu_count.py).
+    web_concurrency: Optional[int] = Field(None, ge=1)
+    # uvicorn's `loop` setting. asyncio by default: on a saturated worker uvloop
+    # serves more requests but answers some connections far later than others
+    # (a much longer p99 tail); bench/README.md has the figures.
     event_loop: Literal["asyncio", "uvloop", "auto"] = "asyncio"
     host: str = "127.0.0.1"
     port: int = 8000

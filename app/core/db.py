@@ -8,7 +8,7 @@ import time
 from typing import Any, AsyncContextManager, AsyncIterator, Callable, Dict, List, Optional, Tuple
 
 import asyncpg
-from fastapi import Depends, FastAPI
+from fastapi import Depends
 from sqlalchemy import Executable, MetaData, Result, Select, event
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.exc import DisconnectionError
@@ -23,7 +23,6 @@ from typing_extensions import Annotated
 
 from app.core.config import Settings, get_settings
 from app.core.errors import DatabaseTimeout, DatabaseUnavailable
-from app.core.pool import FairAsyncQueuePool
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +106,6 @@ def build_engine(settings: Settings, url: Optional[str] = None) -> AsyncEngine:
         server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
     engine = create_async_engine(
         url or resolve_database_url(settings),
-        poolclass=FairAsyncQueuePool,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
@@ -271,11 +269,3 @@ async def get_reader() -> Reader:
 
 
 Reads = Annotated[Reader, Depends(get_reader)]
-
-
-async def resolve_reader(app: FastAPI) -> Reader:
-    """The Reader `Reads` would give a route of `app`, honouring dependency
-    overrides (tests): for fast paths, which skip dependency injection."""
-    provider = app.dependency_overrides.get(get_reader, get_reader)
-    reader: Reader = await provider()
-    return reader

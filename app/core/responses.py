@@ -1,11 +1,11 @@
-"""Read responses of database rows, serialized by orjson in one step.
+"""The app's one JSON response class (FastAPI's `default_response_class`).
 
-A route that returns a model normally has it validated against its
-`response_model`, turned into Python primitives, then `json.dumps`-ed: for a
-page of posts that is most of the request's CPU. Rows of typed columns (ints,
-strings, timezone-aware datetimes) need none of it. Routes using `rows_json`
-keep their `response_model` for the OpenAPI schema; orjson writes the same
-format pydantic does (`Z` for UTC), which tests check for each such route.
+orjson, through FastAPI's ORJSONResponse: several times faster than the
+standard library's json for the same output. Timezone-aware datetimes end
+in `Z` for UTC, as pydantic writes them, so a route that returns database
+rows as they are (skipping its `response_model`'s validation, for a page of
+posts most of the request's CPU) sends the same text as one that returns
+models; tests check that for each such route.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import Response
+from fastapi.responses import ORJSONResponse
 
 
-def dump_rows(content: Any) -> bytes:
-    return orjson.dumps(content, option=orjson.OPT_UTC_Z)
-
-
-def rows_json(content: Any, status_code: int = 200) -> Response:
-    return Response(dump_rows(content), status_code=status_code, media_type="application/json")
+class ORJSONUTCResponse(ORJSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(
+            content,
+            option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY,
+        )

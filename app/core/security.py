@@ -17,7 +17,6 @@ import bcrypt
 import jwt
 
 from app.core.config import Settings, get_settings
-from app.core.cpu import use_every_cpu
 
 MAX_PASSWORD_BYTES = 72
 ACCESS = "access"
@@ -48,7 +47,6 @@ def _verify_sync(password: str, hashed: Optional[str], rounds: int) -> bool:
 
 
 def _start_hash_thread() -> None:
-    use_every_cpu()  # not only the CPU its event loop is pinned to (app/core/cpu.py)
     # bcrypt releases the GIL but still competes for CPU with the event-loop
     # thread. On Linux a thread's nice value is its own: niced hashing threads
     # soak up idle cores without delaying the loop when it has work.

@@ -19,7 +19,6 @@ from types import FrameType
 from typing import Dict, List, Optional, Tuple
 
 from app.core.config import get_settings
-from app.core.http_protocol import HTTP_PROTOCOL
 from app.core.logging import configure_logging
 from app.dev import embedded
 
@@ -75,8 +74,6 @@ def uvicorn_command(port: int, loop: str) -> List[str]:
         str(port),
         "--loop",
         loop,
-        "--http",
-        HTTP_PROTOCOL,
     ]
 
 

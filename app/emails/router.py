@@ -10,6 +10,7 @@ from app.auth.principal import verify_access_token
 from app.auth.service import authenticate_access_token
 from app.core.errors import NotAuthenticated
 from app.core.logging import user_id_var
+from app.core.pagination import NoQuery
 from app.core.routing import KeelRoute
 from app.core.schemas import IdPath, error_responses
 from app.emails import service
@@ -34,6 +35,7 @@ async def verified_token(
 
 @router.post(
     "/api/send-email/{user_id}",
+    dependencies=[NoQuery],
     response_model=EmailQueued,
     status_code=status.HTTP_202_ACCEPTED,
     responses=error_responses(401, 403, 404, 422),

@@ -45,7 +45,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from app.core.cpu import use_every_cpu
 from app.ingestion.column_stats import (
     ColumnStats,
     Scaled,
@@ -440,6 +439,6 @@ def _work_pool() -> ThreadPoolExecutor:
     with _work_lock:
         if _work_executor is None:
             _work_executor = ThreadPoolExecutor(
-                max_workers=WORK_THREADS, thread_name_prefix="csv-work", initializer=use_every_cpu
+                max_workers=WORK_THREADS, thread_name_prefix="csv-work"
             )
         return _work_executor

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Request
 
 from app.auth.dependencies import CurrentUser
 from app.core.db import DbSession
+from app.core.pagination import NoQuery
 from app.core.routing import KeelRoute
 from app.core.schemas import error_responses
 from app.ingestion import service
@@ -29,6 +30,7 @@ _MULTIPART_BODY = {
 
 @router.post(
     "/upload-csv",
+    dependencies=[NoQuery],
     response_model=CsvUploadOut,
     responses=error_responses(400, 401, 408, 413, 422),
     openapi_extra=_MULTIPART_BODY,

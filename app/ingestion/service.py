@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Optional
 
 from starlette.types import Receive
 
-from app.core.cpu import use_every_cpu
 from app.ingestion.errors import FileTooLarge
 from app.ingestion.upload import (
     ByteChannel,
@@ -35,9 +34,7 @@ _executor: Optional[ThreadPoolExecutor] = None
 def _parse_executor() -> ThreadPoolExecutor:
     global _executor
     if _executor is None:
-        _executor = ThreadPoolExecutor(
-            max_workers=PARSE_WORKERS, thread_name_prefix="csv-parse", initializer=use_every_cpu
-        )
+        _executor = ThreadPoolExecutor(max_workers=PARSE_WORKERS, thread_name_prefix="csv-parse")
     return _executor
 
 

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from typing import Optional
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Query, status
+from pydantic import Field
 from typing_extensions import Annotated
 
 from app.auth.dependencies import CurrentSuperuser, CurrentUser
 from app.core.db import DbSession
-from app.core.pagination import Page, PageParams, page_params
+from app.core.pagination import NoQuery, Page, PageParams
 from app.core.routing import KeelRoute
 from app.core.schemas import IdPath, error_responses
 from app.jobs import service
@@ -15,7 +16,9 @@ from app.jobs.schemas import JobOut
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], route_class=KeelRoute)
 
-StatusFilter = Query(None, pattern="^(queued|running|retrying|succeeded|dead)$")
+
+class JobListParams(PageParams):
+    status: Optional[str] = Field(None, pattern="^(queued|running|retrying|succeeded|dead)$")
 
 
 @router.get(
@@ -27,11 +30,10 @@ StatusFilter = Query(None, pattern="^(queued|running|retrying|succeeded|dead)$")
 async def list_jobs(
     session: DbSession,
     user: CurrentSuperuser,
-    page: Annotated[PageParams, Depends(page_params)],
-    status: Optional[str] = StatusFilter,
+    page: Annotated[JobListParams, Query()],
 ) -> Page[JobOut]:
     jobs, total = await service.list_jobs(
-        session, status=status, limit=page.limit, offset=page.offset
+        session, status=page.status, limit=page.limit, offset=page.offset
     )
     return Page[JobOut](
         items=[JobOut.model_validate(j) for j in jobs],
@@ -41,13 +43,19 @@ async def list_jobs(
     )
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=error_responses(401, 404, 422))
+@router.get(
+    "/{job_id}",
+    dependencies=[NoQuery],
+    response_model=JobOut,
+    responses=error_responses(401, 404, 422),
+)
 async def read_job(job_id: IdPath, session: DbSession, user: CurrentUser) -> JobOut:
     return JobOut.model_validate(await service.get_job(session, job_id=job_id, viewer=user))
 
 
 @router.post(
     "/{job_id}/retry",
+    dependencies=[NoQuery],
     response_model=JobOut,
     status_code=status.HTTP_202_ACCEPTED,
     responses=error_responses(401, 403, 404, 409, 422),

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, status
-from typing_extensions import Annotated
+from fastapi import APIRouter, status
 
 from app.auth.dependencies import CurrentUser
 from app.core.db import DbSession
-from app.core.pagination import Page, PageParams, page_params
+from app.core.pagination import NoQuery, Page, Pagination
 from app.core.routing import KeelRoute
 from app.core.schemas import IdPath, error_responses
 from app.ledger import service
@@ -23,6 +22,7 @@ router = APIRouter(prefix="/api", tags=["ledger"], route_class=KeelRoute)
 
 @router.post(
     "/accounts",
+    dependencies=[NoQuery],
     response_model=AccountOut,
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(401, 422),
@@ -34,7 +34,7 @@ async def create_account(body: AccountCreate, session: DbSession, user: CurrentU
 
 @router.get("/accounts", response_model=Page[AccountOut], responses=error_responses(401, 422))
 async def list_accounts(
-    session: DbSession, user: CurrentUser, page: Annotated[PageParams, Depends(page_params)]
+    session: DbSession, user: CurrentUser, page: Pagination
 ) -> Page[AccountOut]:
     accounts, total = await service.list_accounts(
         session, owner_id=user.id, limit=page.limit, offset=page.offset
@@ -48,7 +48,10 @@ async def list_accounts(
 
 
 @router.get(
-    "/accounts/{account_id}", response_model=AccountOut, responses=error_responses(401, 404, 422)
+    "/accounts/{account_id}",
+    dependencies=[NoQuery],
+    response_model=AccountOut,
+    responses=error_responses(401, 404, 422),
 )
 async def read_account(account_id: IdPath, session: DbSession, user: CurrentUser) -> AccountOut:
     account = await service.get_account(session, account_id=account_id, owner_id=user.id)
@@ -64,7 +67,7 @@ async def list_entries(
     account_id: IdPath,
     session: DbSession,
     user: CurrentUser,
-    page: Annotated[PageParams, Depends(page_params)],
+    page: Pagination,
 ) -> Page[LedgerEntryOut]:
     entries, total = await service.list_entries(
         session, account_id=account_id, owner_id=user.id, limit=page.limit, offset=page.offset
@@ -79,6 +82,7 @@ async def list_entries(
 
 @router.post(
     "/transfers",
+    dependencies=[NoQuery],
     response_model=TransferOut,
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(401, 404, 409, 422),

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Path
 from typing_extensions import Annotated
 
 from app.auth.dependencies import CurrentPrincipal, CurrentSuperuser, CurrentUser
-from app.core.fastpath import served_by
-from app.core.pagination import Page, PageParams, page_params
+from app.core.pagination import NoQuery, Page, Pagination
 from app.core.routing import KeelRoute
 from app.core.schemas import error_responses
-from app.ml import fastpath, service
+from app.ml import service
 from app.ml.schemas import (
     ActiveModelOut,
     BatchPredictionOut,
@@ -20,16 +19,17 @@ from app.ml.schemas import (
 )
 from app.ml.serving import model_server
 
-# The two predict routes are answered by app/ml/fastpath.py when a request is
-# plainly valid; the endpoints below serve everything else and define the
-# OpenAPI contract (see docs/ml.md).
 router = APIRouter(prefix="/api", tags=["models"], route_class=KeelRoute)
 
 VersionPath = Annotated[str, Path(examples=["v1"])]
 
 
-@router.post("/predict", response_model=PredictionOut, responses=error_responses(401, 422, 503))
-@served_by(fastpath.predict_one)
+@router.post(
+    "/predict",
+    dependencies=[NoQuery],
+    response_model=PredictionOut,
+    responses=error_responses(401, 422, 503),
+)
 async def predict(body: PredictRequest, user: CurrentPrincipal) -> PredictionOut:
     label, probability, version = await service.predict_one(model_server, body.features)
     return PredictionOut(prediction=label, probability=probability, model_version=version)
@@ -37,10 +37,10 @@ async def predict(body: PredictRequest, user: CurrentPrincipal) -> PredictionOut
 
 @router.post(
     "/predict/batch",
+    dependencies=[NoQuery],
     response_model=BatchPredictionOut,
     responses=error_responses(401, 422, 503),
 )
-@served_by(fastpath.predict_batch)
 async def predict_batch(body: BatchPredictRequest, user: CurrentPrincipal) -> BatchPredictionOut:
     result = await service.predict_many(model_server, body.instances)
     return BatchPredictionOut(
@@ -53,9 +53,7 @@ async def predict_batch(body: BatchPredictRequest, user: CurrentPrincipal) -> Ba
 
 
 @router.get("/models", response_model=Page[ModelOut], responses=error_responses(401, 422))
-async def list_models(
-    user: CurrentUser, page: Annotated[PageParams, Depends(page_params)]
-) -> Page[ModelOut]:
+async def list_models(user: CurrentUser, page: Pagination) -> Page[ModelOut]:
     models = await service.list_models(model_server)
     window = models[page.offset : page.offset + page.limit]
     return Page[ModelOut](
@@ -66,13 +64,19 @@ async def list_models(
     )
 
 
-@router.get("/models/active", response_model=ActiveModelOut, responses=error_responses(401, 503))
+@router.get(
+    "/models/active",
+    dependencies=[NoQuery],
+    response_model=ActiveModelOut,
+    responses=error_responses(401, 503),
+)
 async def read_active_model(user: CurrentUser) -> ActiveModelOut:
     return ActiveModelOut.model_validate(service.active_model(model_server))
 
 
 @router.post(
     "/models/{version}/activate",
+    dependencies=[NoQuery],
     response_model=ActiveModelOut,
     responses=error_responses(401, 403, 404, 409, 503),
     summary="Serve another version (superuser); no request fails during the swap",

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from app.core.config import Settings
 from app.core.errors import InvalidToken, NotAuthenticated, NotFound, ServiceUnavailable
+from app.core.pagination import NoQuery
 from app.core.routing import KeelRoute
 from app.core.schemas import error_responses
 from app.ops.metrics import render_metrics
@@ -28,13 +29,15 @@ class NotReady(ServiceUnavailable):
     message = "Not ready"
 
 
-@router.get("/health", response_model=Dict[str, str])
+@router.get("/health", dependencies=[NoQuery], response_model=Dict[str, str])
 async def health() -> Dict[str, str]:
     """The process is alive and its event loop answers. Touches nothing else."""
     return {"status": "ok"}
 
 
-@router.get("/ready", response_model=Readiness, responses=error_responses(503))
+@router.get(
+    "/ready", dependencies=[NoQuery], response_model=Readiness, responses=error_responses(503)
+)
 async def ready() -> Readiness:
     """200 when the database, the broker and the model are usable; 503 naming
     what is not."""
@@ -71,7 +74,7 @@ def require_metrics_token(request: Request) -> None:
     "/metrics",
     response_class=Response,
     include_in_schema=True,
-    dependencies=[Depends(require_metrics_token)],
+    dependencies=[NoQuery, Depends(require_metrics_token)],
     responses=error_responses(401, 404),
 )
 async def metrics() -> Response:

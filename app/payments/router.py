@@ -7,6 +7,7 @@ from typing_extensions import Annotated
 
 from app.auth.dependencies import CurrentUser
 from app.core.db import DbSession
+from app.core.pagination import NoQuery
 from app.core.routing import KeelRoute
 from app.core.schemas import error_responses
 from app.ledger.dependencies import IdempotencyKeyHeader
@@ -18,6 +19,7 @@ router = APIRouter(prefix="/api", tags=["payments"], route_class=KeelRoute)
 
 @router.post(
     "/pay",
+    dependencies=[NoQuery],
     response_model=PaymentOut,
     status_code=200,
     responses=error_responses(401, 402, 404, 409, 422, 502, 503),
@@ -40,6 +42,7 @@ async def pay(
 
 @router.post(
     "/payments/webhook",
+    dependencies=[NoQuery],
     response_model=WebhookAck,
     status_code=200,
     responses=error_responses(503),

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, status
-from typing_extensions import Annotated
+from fastapi import APIRouter, status
 
 from app.auth.dependencies import CurrentUser
 from app.core.db import DbSession
-from app.core.pagination import Page, PageParams, page_params
+from app.core.pagination import NoQuery, Page, Pagination
 from app.core.routing import KeelRoute
 from app.core.schemas import error_responses
 from app.users import service
@@ -16,6 +15,7 @@ router = APIRouter(prefix="/api/users", tags=["users"], route_class=KeelRoute)
 
 @router.post(
     "",
+    dependencies=[NoQuery],
     response_model=UserOut,
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(409, 422),
@@ -26,7 +26,7 @@ async def sign_up(body: UserCreate, session: DbSession) -> UserOut:
     return UserOut.model_validate(user)
 
 
-@router.get("/me", response_model=UserOut, responses=error_responses(401))
+@router.get("/me", dependencies=[NoQuery], response_model=UserOut, responses=error_responses(401))
 async def read_me(user: CurrentUser) -> UserOut:
     return UserOut.model_validate(user)
 
@@ -35,7 +35,7 @@ async def read_me(user: CurrentUser) -> UserOut:
 async def list_users(
     session: DbSession,
     user: CurrentUser,
-    page: Annotated[PageParams, Depends(page_params)],
+    page: Pagination,
 ) -> Page[PublicProfile]:
     users, total = await service.list_profiles(session, limit=page.limit, offset=page.offset)
     return Page[PublicProfile](

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-import asyncio
-from typing import Any, List
+from typing import Any
 
 import pytest
 from sqlalchemy import event, text
@@ -54,35 +53,6 @@ def _small_pool(settings: Any, size: int = 1, overflow: int = 0, timeout: float 
     )
 
 
-async def test_waiters_get_connections_in_arrival_order_even_against_a_barging_caller(
-    settings: Any,
-) -> None:
-    """The stock asyncio pool lets a caller that asks right after a release jump
-    the line; here the waiters that were already queued go first."""
-    engine = _small_pool(settings)
-    order: List[str] = []
-
-    async def waiter(name: str) -> None:
-        async with engine.connect() as conn:
-            order.append(name)
-            await conn.execute(text("SELECT 1"))
-
-    try:
-        holder = await engine.connect()
-        waiters = []
-        for name in ("w1", "w2", "w3"):
-            waiters.append(asyncio.ensure_future(waiter(name)))
-            await asyncio.sleep(0.05)  # queue them in a known order
-        await holder.close()
-        # Ask again at once, before any woken waiter has run.
-        async with engine.connect():
-            order.append("barger")
-        await asyncio.gather(*waiters)
-        assert order == ["w1", "w2", "w3", "barger"]
-    finally:
-        await engine.dispose()
-
-
 async def test_a_waiter_that_times_out_leaks_nothing(settings: Any) -> None:
     engine = _small_pool(settings, timeout=0.2)
     try:
@@ -93,31 +63,6 @@ async def test_a_waiter_that_times_out_leaks_nothing(settings: Any) -> None:
         assert engine.pool.checkedout() == 0
         async with engine.connect() as conn:
             assert (await conn.execute(text("SELECT 7"))).scalar_one() == 7
-    finally:
-        await engine.dispose()
-
-
-async def test_a_waiter_cancelled_after_the_handoff_passes_the_connection_on(
-    settings: Any,
-) -> None:
-    engine = _small_pool(settings, timeout=2)
-    try:
-        holder = await engine.connect()
-        first = asyncio.ensure_future(engine.connect())
-        await asyncio.sleep(0.05)
-        second = asyncio.ensure_future(engine.connect())
-        await asyncio.sleep(0.05)
-        await holder.close()  # hands the connection to `first`...
-        first.cancel()  # ...which gives up before it runs
-        (outcome,) = await asyncio.gather(first, return_exceptions=True)
-        if not isinstance(outcome, asyncio.CancelledError):
-            # Python < 3.12: wait_for may swallow a cancel that races a result;
-            # then `first` owns the connection and returns it like any caller.
-            await outcome.close()
-        conn = await asyncio.wait_for(second, timeout=1)
-        assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
-        await conn.close()
-        assert engine.pool.checkedout() == 0
     finally:
         await engine.dispose()
 

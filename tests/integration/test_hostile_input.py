@@ -76,3 +76,32 @@ async def test_security_headers_present(client: Any) -> None:
     response = await client.get("/health")
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["x-frame-options"] == "DENY"
+
+
+async def test_every_route_rejects_an_undeclared_query_parameter(
+    app: Any, client: Any, make_superuser: Callable[..., Any]
+) -> None:
+    """docs/api.md: a query parameter the route does not declare is a 422
+    `extra_forbidden`, on every route (not only the list routes)."""
+    from fastapi.routing import APIRoute
+
+    admin = await make_superuser()
+    checked = 0
+    for route in app.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        path = route.path_format.replace("{version}", "v1")
+        for name in route.param_convertors:
+            path = path.replace("{" + name + "}", "1")
+        for method in route.methods:
+            response = await client.request(
+                method, f"{path}?undeclared=1", headers=admin["headers"]
+            )
+            assert response.status_code == 422, (method, path, response.text)
+            body = response.json()
+            assert body["code"] == "validation_error"
+            assert {"type": "extra_forbidden", "loc": ["query", "undeclared"]}.items() <= next(
+                (e for e in body["detail"] if e["loc"] == ["query", "undeclared"]), {}
+            ).items(), (method, path, body)
+            checked += 1
+    assert checked >= 30

@@ -4,8 +4,9 @@ models trained into a temporary MODEL_DIR."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import pytest
@@ -383,3 +384,226 @@ async def test_a_full_queue_answers_503_overloaded_with_retry_after(
     finally:
         gated.gate.set()
         await model_server.stop()
+
+
+# ------------------------------------------- the HTTP contract of predictions
+
+ROW = [1.5] * 30
+ROW_JSON = "[" + ", ".join(["1.5"] * 30) + "]"
+
+
+async def test_single_and_batch_predictions_agree(client, make_user, serving) -> None:
+    user = await make_user()
+    one = await client.post("/api/predict", json={"features": ROW}, headers=user["headers"])
+    assert one.status_code == 200 and one.headers["content-type"] == "application/json"
+    batch = await client.post(
+        "/api/predict/batch", json={"instances": [ROW, [0.0] * 30]}, headers=user["headers"]
+    )
+    assert batch.status_code == 200 and len(batch.json()["predictions"]) == 2
+    assert batch.json()["predictions"][0]["probability"] == one.json()["probability"]
+
+
+async def test_a_lower_case_bearer_scheme_is_accepted(client, make_user, serving) -> None:
+    user = await make_user()
+    body = {"features": [float(i) / 7 for i in range(30)]}
+    upper = await client.post("/api/predict", json=body, headers=user["headers"])
+    lower = await client.post(
+        "/api/predict", json=body, headers={"Authorization": f"bearer {user['access_token']}"}
+    )
+    assert upper.status_code == lower.status_code == 200
+    assert upper.json() == lower.json()
+
+
+async def test_predictions_keep_request_id_security_headers_and_metrics(
+    client,
+    make_user,
+    serving,
+) -> None:
+    user = await make_user()
+    headers = {**user["headers"], "X-Request-ID": "predict-1"}
+    response = await client.post("/api/predict", json={"features": ROW}, headers=headers)
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "predict-1"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    metrics = (await client.get("/metrics")).text
+    assert 'keel_http_requests_total{method="POST",route="/api/predict",status="200"}' in metrics
+
+
+async def test_predict_enforces_the_body_size_limit(
+    client,
+    make_user,
+    serving,
+    settings,
+) -> None:
+    user = await make_user()
+    padding = " " * (settings.max_body_bytes + 1)
+    raw = '{"features": ' + ROW_JSON + "}" + padding
+    response = await client.post(
+        "/api/predict",
+        content=raw,
+        headers={**user["headers"], "content-type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+
+
+async def test_other_methods_paths_and_unknown_query_parameters_are_refused(
+    client, make_user, serving
+) -> None:
+    user = await make_user()
+    assert (await client.get("/api/predict", headers=user["headers"])).status_code == 405
+    assert (await client.put("/api/predict/batch", headers=user["headers"])).status_code == 405
+    assert (await client.post("/api/predict/", headers=user["headers"])).status_code in (307, 404)
+    unknown = await client.post(
+        "/api/predict?verbose=1", json={"features": ROW}, headers=user["headers"]
+    )
+    assert unknown.status_code == 422 and unknown.json()["code"] == "validation_error"
+
+
+@pytest.mark.parametrize(
+    "raw, content_type, code",
+    [
+        ("", "application/json", "validation_error"),  # empty body: field missing
+        ('{"features": ' + ROW_JSON + "}", "text/plain", "validation_error"),
+        ('{"features": ' + ROW_JSON + "}", "application/x-www-form-urlencoded", "validation_error"),
+        ('{"features": ' + ROW_JSON + "}", "multipart/form-data", "validation_error"),
+        (
+            '{"features": [1' + "0" * 40 + ", 1.0" * 29 + "]}",
+            "application/json",
+            "validation_error",
+        ),
+        ('{"features": [-1e39' + ", 1.0" * 29 + "]}", "application/json", "validation_error"),
+        ('{"features": [{"a": [1]}' + ", 1.0" * 29 + "]}", "application/json", "validation_error"),
+        ('{"features": {"features": []}}', "application/json", "validation_error"),
+        ('{"features": ' + ROW_JSON + ', "features": "x"}', "application/json", "validation_error"),
+        ('{"features": [1.0], "features": ' + ROW_JSON + "}", "application/json", None),
+        ('{"features": ' + ROW_JSON + "} x", "application/json", "validation_error"),
+        ('{"features": ["\\ud800"]}', "application/json", "validation_error"),
+        ('{"features": [1.0' + ", 1.0" * 1024 + "]}", "application/json", "validation_error"),
+        ('{"features": [1.0' + ", 1.0" * 40 + "]}", "application/json", "wrong_feature_count"),
+    ],
+)
+async def test_predict_validates_content_type_and_body(
+    client,
+    make_user,
+    serving,
+    raw: str,
+    content_type: str,
+    code: Optional[str],
+) -> None:
+    user = await make_user()
+    response = await client.post(
+        "/api/predict", content=raw, headers={**user["headers"], "content-type": content_type}
+    )
+    if code is None:
+        assert response.status_code == 200, response.text
+    else:
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == code
+
+
+async def test_invalid_json_is_422_even_without_a_token_and_401_otherwise(
+    client,
+    serving,
+) -> None:
+    # The body is decoded before the caller is authenticated.
+    broken = await client.post(
+        "/api/predict", content="{", headers={"content-type": "application/json"}
+    )
+    assert broken.status_code == 422 and broken.json()["code"] == "validation_error"
+    unauthenticated = await client.post("/api/predict", json={"features": ROW})
+    assert unauthenticated.status_code == 401
+    assert unauthenticated.json()["code"] == "not_authenticated"
+    forged = await client.post(
+        "/api/predict/batch",
+        json={"instances": [ROW]},
+        headers={"Authorization": "Bearer not.a.jwt"},
+    )
+    assert forged.status_code == 401 and forged.json()["code"] == "invalid_token"
+    assert forged.headers["www-authenticate"] == "Bearer"
+
+
+async def test_batch_validates_every_row(
+    client,
+    make_user,
+    serving,
+) -> None:
+    user = await make_user()
+    cases = [
+        ({"instances": []}, 422, "validation_error"),
+        ({"instances": [ROW, ROW[:3]]}, 422, "wrong_feature_count"),
+        ({"instances": [ROW, ["1.0"] * 30]}, 422, "validation_error"),
+        ({"instances": [ROW, [False] * 30]}, 422, "validation_error"),
+        ({"instances": ROW}, 422, "validation_error"),
+        ({"instances": [ROW], "extra": 1}, 422, "validation_error"),
+    ]
+    for body, status, code in cases:
+        response = await client.post("/api/predict/batch", json=body, headers=user["headers"])
+        assert response.status_code == status, body
+        assert response.json()["code"] == code, body
+
+
+def test_openapi_documents_the_declared_predict_contract(app: Any) -> None:
+    schema = app.openapi()
+    predict = schema["paths"]["/api/predict"]["post"]
+    assert predict["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/PredictRequest"
+    )
+    assert predict["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/PredictionOut"
+    )
+    assert {"401", "422", "503"} <= set(predict["responses"])
+    batch = schema["paths"]["/api/predict/batch"]["post"]
+    assert batch["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/BatchPredictRequest"
+    )
+
+
+async def _call_app(app: Any, token: str, messages: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One POST /api/predict through the ASGI app, its body as `messages`."""
+    pending = list(messages)
+    sent: List[Dict[str, Any]] = []
+
+    async def receive() -> Dict[str, Any]:
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    async def send(message: Dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("test", 80),
+        "root_path": "",
+        "method": "POST",
+        "path": "/api/predict",
+        "query_string": b"",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {token}".encode()),
+        ],
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_a_body_sent_in_chunks_is_read_whole(app, make_user, serving) -> None:
+    user = await make_user()
+    body = json.dumps({"features": ROW}).encode()
+    chunks = [
+        {"type": "http.request", "body": body[:10], "more_body": True},
+        {"type": "http.request", "body": body[10:], "more_body": False},
+    ]
+    start, answer = await _call_app(app, user["access_token"], chunks)
+    assert start["status"] == 200
+    assert json.loads(answer["body"])["model_version"] == "v1"
+
+
+async def test_a_client_gone_before_the_whole_body_gets_400(app, make_user, serving) -> None:
+    user = await make_user()
+    partial = [{"type": "http.request", "body": b'{"feat', "more_body": True}]
+    sent = await _call_app(app, user["access_token"], partial)
+    # Starlette reports the disconnect; FastAPI answers 400 "error parsing the body".
+    assert sent[0]["status"] == 400

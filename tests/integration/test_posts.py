@@ -147,3 +147,28 @@ async def test_author_deletes_post(client: Any, make_user: Callable[..., Any]) -
     assert (
         await client.get(f"/api/posts/{post['id']}", headers=user["headers"])
     ).status_code == 404
+
+
+async def test_a_repeated_paging_parameter_takes_the_last_value(
+    client: Any, make_user: Callable[..., Any]
+) -> None:
+    user = await make_user()
+    for i in range(4):
+        await _create(client, user, title=f"t{i}")
+    once = await client.get("/api/posts", params={"limit": 3}, headers=user["headers"])
+    twice = await client.get("/api/posts?limit=1&limit=3&offset=0", headers=user["headers"])
+    assert once.status_code == twice.status_code == 200
+    assert once.content == twice.content
+    assert once.headers["content-type"] == twice.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["limit=0", "limit=101", "limit=abc", "offset=-1", "offset=1000001", "limit=1&limt=2"],
+)
+async def test_list_posts_rejects_bad_or_unknown_query_parameters(
+    client: Any, make_user: Callable[..., Any], query: str
+) -> None:
+    user = await make_user()
+    response = await client.get(f"/api/posts?{query}", headers=user["headers"])
+    assert response.status_code == 422 and response.json()["code"] == "validation_error"

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from app.core.responses import rows_json
+from app.core.responses import ORJSONUTCResponse
 from app.posts.schemas import PostOut
 
 UTC = timezone.utc
@@ -20,7 +20,7 @@ UTC = timezone.utc
         datetime(2026, 11, 25, 14, 1, 19, 500, tzinfo=timezone(timedelta(hours=2))),
     ],
 )
-def test_rows_json_writes_what_pydantic_writes(moment: datetime) -> None:
+def test_json_response_writes_what_pydantic_writes(moment: datetime) -> None:
     row = {
         "id": 2**40,
         "title": 'quote " and \\ and \u2028 and é',
@@ -29,7 +29,7 @@ def test_rows_json_writes_what_pydantic_writes(moment: datetime) -> None:
         "created_at": moment,
         "updated_at": moment,
     }
-    ours = rows_json({"items": [row]}).body
+    ours = ORJSONUTCResponse({"items": [row]}).body
     theirs = '{"items":[' + PostOut.model_validate(row).model_dump_json() + "]}"
     assert json.loads(ours) == json.loads(theirs)
     assert ours.decode().split('"created_at":')[1] == theirs.split('"created_at":')[1]
