@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import getpass
+import logging
 import os
 import shutil
 import sys
@@ -279,6 +280,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     # Every model mapped before any command touches the database: a model's
     # relationships name other models by string, resolved only once all are imported.
     import app.models  # noqa: F401
+
+    # SQLAlchemy keeps its own loggers at WARNING; the engine's pool class lives
+    # in app.core.pool, where the app's INFO level would print every pool
+    # dispose ("Pool disposed ... Current Overflow: -4") at each worker exit.
+    logging.getLogger("app.core.pool").setLevel(logging.WARNING)
 
     return int(args.func(args) or 0)
 

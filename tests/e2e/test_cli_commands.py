@@ -322,9 +322,7 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]
 def test_worker_answers_a_ping_and_exits_zero_on_sigterm(
     committed_db: Any, own_redis: RedisServer, tmp_path: Path
 ) -> None:
-    from kombu import Connection
-
-    from app.worker import celery_app
+    from celery import Celery
 
     name = f"cli-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
     log = tmp_path / "worker.log"
@@ -334,16 +332,18 @@ def test_worker_answers_a_ping_and_exits_zero_on_sigterm(
         env={"REDIS_URL": own_redis.url},
     )
     try:
-        with Connection(own_redis.url) as connection:
+        # A client of its own: control replies come back over the app's broker.
+        client = Celery("cli-test", broker=own_redis.url)
 
-            def pong() -> Any:
-                assert proc.poll() is None, log.read_text()[-3000:]
-                replies = celery_app.control.ping(
-                    destination=[name], timeout=1.0, connection=connection
-                )
-                return [r for r in replies if name in r]
+        def pong() -> Any:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            replies = client.control.ping(destination=[name], timeout=1.0)
+            return [r for r in replies if name in r]
 
+        try:
             replies = wait_until(pong, 60, "the worker to answer a ping")
+        finally:
+            client.close()
         assert replies[0][name] == {"ok": "pong"}
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, log.read_text()[-3000:]
