@@ -15,6 +15,7 @@ from app.auth.router import router as auth_router
 from app.core import fastpath
 from app.core.config import Settings, get_settings
 from app.core.db import db
+from app.core.docs import install_docs
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
@@ -55,7 +56,10 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         version="0.1.0",
         description="Users, posts, a money ledger, background jobs, CSV ingestion and ML serving.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs, from the app's own files
+        redoc_url=None,
     )
+    install_docs(app)
     app.state.settings = settings
     install_error_handlers(app)
 
