@@ -10,7 +10,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from app.core.config import UnsafeSettings, get_settings
 
@@ -63,23 +63,101 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_create_superuser(args: argparse.Namespace) -> int:
+class CommandError(Exception):
+    """A failure the command reports in one line (exit status 1), not a traceback."""
+
+
+SUPERUSER_PASSWORD_ENV = "KEEL_SUPERUSER_PASSWORD"
+
+
+def read_superuser_password(args: argparse.Namespace) -> str:
+    """The new account's password: --password-stdin, --password, the
+    environment, or (on a terminal only) a prompt asked twice."""
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        return line[:-1] if line.endswith("\n") else line
+    if args.password:
+        return str(args.password)
+    from_env = os.environ.get(SUPERUSER_PASSWORD_ENV)
+    if from_env:
+        return from_env
+    if not sys.stdin.isatty():
+        raise CommandError(
+            f"no password given: use --password-stdin or set {SUPERUSER_PASSWORD_ENV}"
+        )
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Password (again): ") != password:
+        raise CommandError("the passwords do not match")
+    return password
+
+
+async def _promote_existing(email: str) -> Optional[Tuple[int, bool]]:
+    """(id, was already a superuser) of the account with this email, promoted
+    to superuser; None when there is no such account."""
+    from app.core.db import db
+    from app.users.service import find_user_by_email
+
+    try:
+        async with db.sessionmaker() as session:
+            user = await find_user_by_email(session, email)
+            if user is None:
+                return None
+            already = user.is_superuser
+            user.is_superuser = True
+            await session.commit()
+            return user.id, already
+    finally:
+        await db.dispose()
+
+
+async def _create_superuser(email: str, password: str, name: str) -> int:
     from app.core.db import db
     from app.users.service import create_user
 
-    password = args.password or os.environ.get("KEEL_SUPERUSER_PASSWORD") or getpass.getpass()
-
-    async def create() -> int:
+    try:
         async with db.sessionmaker() as session:
             user = await create_user(
-                session, email=args.email, password=password, name=args.name, is_superuser=True
+                session, email=email, password=password, name=name, is_superuser=True
             )
             await session.commit()
-            user_id = user.id
+            return user.id
+    finally:
         await db.dispose()
-        return user_id
 
-    print(f"superuser {args.email} created with id {asyncio.run(create())}")
+
+def cmd_create_superuser(args: argparse.Namespace) -> int:
+    """Create a superuser, or promote the existing account with that email
+    (its password is then left as it is): safe to run on every deploy."""
+    from pydantic import ValidationError
+    from sqlalchemy.exc import DBAPIError
+
+    from app.users.schemas import UserCreate
+    from app.users.service import EmailTaken, normalize_email
+
+    email = normalize_email(args.email)
+    try:
+        try:
+            promoted = asyncio.run(_promote_existing(email))
+            if promoted is not None:
+                user_id, already = promoted
+                state = "is already a superuser" if already else "promoted to superuser"
+                print(f"{email} (id {user_id}) {state}; password unchanged")
+                return 0
+            password = read_superuser_password(args)
+            try:
+                valid = UserCreate(email=email, password=password, name=args.name)
+            except ValidationError as exc:
+                problems = "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in exc.errors())
+                raise CommandError(problems) from exc
+            user_id = asyncio.run(_create_superuser(valid.email, valid.password, valid.name))
+        except EmailTaken as exc:
+            raise CommandError(f"{email} was created meanwhile: run the command again") from exc
+        except (DBAPIError, OSError) as exc:
+            raise CommandError(f"cannot reach the database: {exc}") from exc
+    except CommandError as exc:
+        print(f"create-superuser: {exc}", file=sys.stderr)
+        return 1
+    print(f"superuser {email} created with id {user_id}")
     return 0
 
 
@@ -153,10 +231,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("create-superuser", help="create an account with superuser rights")
+    p = sub.add_parser(
+        "create-superuser",
+        help="create a superuser, or promote the existing account with this email",
+    )
     p.add_argument("--email", required=True)
     p.add_argument("--name", default="Admin")
-    p.add_argument("--password", help="default: $KEEL_SUPERUSER_PASSWORD or a prompt")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input",
+    )
+    p.add_argument(
+        "--password",
+        help=f"visible to other local users in the process list: prefer --password-stdin "
+        f"or ${SUPERUSER_PASSWORD_ENV} (default: a prompt on a terminal)",
+    )
     p.set_defaults(func=cmd_create_superuser)
 
     p = sub.add_parser("train-model", help="train and register a model version (ONNX)")
@@ -185,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    # Every model mapped before any command touches the database: a model's
+    # relationships name other models by string, resolved only once all are imported.
+    import app.models  # noqa: F401
+
     try:
         return int(args.func(args) or 0)
     except UnsafeSettings as unsafe:

@@ -14,6 +14,7 @@ from app.auth.principal import cancel_standing_loads
 from app.auth.router import router as auth_router
 from app.core.config import Settings, get_settings
 from app.core.db import db
+from app.core.docs import install_docs
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
@@ -56,7 +57,10 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         description="Users, posts, a money ledger, background jobs, CSV ingestion and ML serving.",
         lifespan=lifespan,
         default_response_class=ORJSONUTCResponse,
+        docs_url=None,  # served by install_docs, from the app's own files
+        redoc_url=None,
     )
+    install_docs(app)
     app.state.settings = settings
     install_error_handlers(app)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,8 +24,14 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
+from app.core.config import REPO_ROOT
+
 _RUN_ID = uuid.uuid4().hex[:8]
-_DATA_DIR = Path(os.environ.get("KEEL_TEST_DATA_DIR", f"/tmp/keel-test-{_RUN_ID}"))
+# Everything a run creates (embedded servers' data, models, pytest's tmp_path
+# folders) lives under the repo's .keel/ and is removed when the run ends;
+# a folder given in KEEL_TEST_DATA_DIR is the caller's, and is kept.
+_OWN_DATA_DIR = "KEEL_TEST_DATA_DIR" not in os.environ
+_DATA_DIR = Path(os.environ.get("KEEL_TEST_DATA_DIR") or REPO_ROOT / ".keel" / f"test-{_RUN_ID}")
 
 
 def _server_url() -> str:
@@ -67,8 +74,13 @@ def _admin_execute(server_url: str, *statements: str) -> None:
     asyncio.run(run())
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    """Point the app at the test servers before anything imports app.main."""
+    """Point the app at the test servers before anything imports app.main.
+    (tryfirst: pytest's tmp_path factory reads --basetemp in its own
+    pytest_configure.)"""
+    if config.option.basetemp is None:
+        config.option.basetemp = str(_DATA_DIR / "pytest")
     server_url = _server_url()
     test_db = f"keel_test_{_RUN_ID}"
     _admin_execute(server_url, f'CREATE DATABASE "{test_db}"')
@@ -109,6 +121,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     from app.dev.embedded import stop_all
 
     stop_all()
+    if _OWN_DATA_DIR:
+        shutil.rmtree(_DATA_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

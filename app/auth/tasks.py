@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import repository
@@ -22,6 +24,13 @@ RESET_BODY = (
 )
 
 
+def render_reset_body(*, name: str, token: str, expires_at: datetime, now: datetime) -> str:
+    # To the nearest minute: the job runs a moment after the token was made,
+    # and flooring turned a 30-minute token into "within 29 minutes".
+    minutes = max(1, round((expires_at - now).total_seconds() / 60))
+    return RESET_BODY.format(name=name, minutes=minutes, token=token)
+
+
 @job_task(SEND_PASSWORD_RESET_EMAIL)
 async def send_password_reset_email(session: AsyncSession, job: Job) -> None:
     user = await load_recipient(session, job)
@@ -29,8 +38,10 @@ async def send_password_reset_email(session: AsyncSession, job: Job) -> None:
     now = utcnow()
     if token is None or token.used_at is not None or token.expires_at <= now:
         return  # superseded or expired: nothing useful to send
-    minutes = max(1, int((token.expires_at - now).total_seconds() // 60))
-    body = RESET_BODY.format(
-        name=user.name, minutes=minutes, token=reset_token_from_nonce(token.nonce)
+    body = render_reset_body(
+        name=user.name,
+        token=reset_token_from_nonce(token.nonce),
+        expires_at=token.expires_at,
+        now=now,
     )
     await send_job_email(job, to=user.email, subject=RESET_SUBJECT, body=body)

@@ -109,17 +109,48 @@ def wait_for_http(url: str, timeout: float = 30.0) -> bool:
     return False
 
 
+def stop_children(children: List[Tuple[str, subprocess.Popen]], grace: float = 15.0) -> List[str]:
+    """SIGTERM each child (graceful for uvicorn and Celery alike), wait,
+    SIGKILL what is still running after `grace` seconds. Returns what did not
+    stop cleanly, e.g. ["worker was killed"]."""
+    problems: List[str] = []
+    for _, proc in children:
+        if proc.poll() is None:
+            proc.terminate()
+    for name, proc in children:
+        try:
+            code = proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            problems.append(f"{name} was killed")
+            continue
+        # A child that saw our SIGTERM may report it as its exit status.
+        if code not in (0, -signal.SIGTERM):
+            problems.append(f"{name} exited with {code}")
+    return problems
+
+
 def run_dev(port: int = 8000) -> int:
+    """Run until Ctrl-C (SIGINT) or SIGTERM; then stop everything, say so in
+    one line, and exit 0 when everything stopped cleanly.
+
+    The children run in sessions of their own, so a Ctrl-C in the terminal
+    reaches this process alone: it stops them in order, instead of every
+    process reacting to the same keystroke at once (and this loop mistaking
+    a child's exit for a crash)."""
     configure_logging("INFO")
     signal.signal(signal.SIGTERM, _raise_shutdown)
+    signal.signal(signal.SIGINT, _raise_shutdown)
     children: List[Tuple[str, subprocess.Popen]] = []
+    code = 1
     print("keel dev: starting")
     try:
         env = prepare_environment()
         subprocess.run([sys.executable, "-m", "app", "migrate"], env=env, check=True)
         ensure_model(env)
         for name, argv in dev_processes(port):
-            children.append((name, subprocess.Popen(argv, env=env)))
+            children.append((name, subprocess.Popen(argv, env=env, start_new_session=True)))
         if not wait_for_http(f"http://127.0.0.1:{port}/health"):
             print("keel dev: the API did not become healthy", file=sys.stderr)
             return 1
@@ -127,24 +158,26 @@ def run_dev(port: int = 8000) -> int:
         print("Press Ctrl-C to stop.\n")
         while True:
             for name, proc in children:
-                code = proc.poll()
-                if code is not None:
-                    print(f"keel dev: {name} exited with {code}", file=sys.stderr)
-                    return code or 1
+                exited = proc.poll()
+                if exited is not None:
+                    print(f"keel dev: {name} exited with {exited}", file=sys.stderr)
+                    return exited or 1
             time.sleep(0.5)
-    except (KeyboardInterrupt, Shutdown):
-        print("\nkeel dev: stopping")
-        return 0
+    except Shutdown:
+        code = 0
     except subprocess.CalledProcessError as exc:
         print(f"keel dev: {exc}", file=sys.stderr)
         return 1
     finally:
-        for _, proc in children:
-            if proc.poll() is None:
-                proc.terminate()
-        for _, proc in children:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        # A second Ctrl-C while stopping must not abandon the children.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        problems = stop_children(children)
         embedded.stop_all()
+        if code == 0:
+            if problems:
+                print(f"keel dev: stopped ({'; '.join(problems)})", file=sys.stderr)
+                code = 1
+            else:
+                print("keel dev: stopped cleanly")
+    return code
