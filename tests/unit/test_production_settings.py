@@ -98,3 +98,15 @@ def test_production_without_metrics_token_or_provider_warns_at_startup(
     with caplog.at_level("WARNING", logger="app.core.config"):
         production(metrics_token="t" * 32).check_production_safety()
     assert "METRICS_TOKEN" not in " ".join(r.getMessage() for r in caplog.records)
+
+
+def test_empty_variables_from_a_compose_file_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`${PAYMENT_PROVIDER:-}` in a compose file arrives as an empty string."""
+    for name in ("PAYMENT_PROVIDER", "STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET", "METRICS_TOKEN"):
+        monkeypatch.setenv(name, "")
+    settings = production()
+    settings.check_production_safety()
+    assert settings.active_payment_provider is None and settings.metrics_token is None
+    monkeypatch.setenv("PAYMENT_PROVIDER", "stripe")
+    message = refusal(production())
+    assert "STRIPE_API_KEY" in message and "STRIPE_WEBHOOK_SECRET" in message
