@@ -118,18 +118,12 @@ class DatabaseUnavailable(ServiceUnavailable):
 
 
 class DatabaseTimeout(ServiceUnavailable):
-    """A statement ran past DB_STATEMENT_TIMEOUT_MS (or was cancelled)."""
+    """A statement ran past DB_STATEMENT_TIMEOUT_MS (or was cancelled), or no
+    pooled connection came free within DB_POOL_TIMEOUT. The contract names
+    two database codes, so a pool wait that timed out is a timeout too."""
 
     code = "database_timeout"
     message = "The database took too long to answer, try again shortly"
-
-
-class DatabaseBusy(ServiceUnavailable):
-    """Every pooled connection stayed in use for DB_POOL_TIMEOUT, or the
-    server refused another connection (too many clients)."""
-
-    code = "database_busy"
-    message = "The database is busy, try again shortly"
 
 
 QUERY_CANCELED = "57014"  # SQLSTATE of statement_timeout and pg_cancel_backend
@@ -149,13 +143,15 @@ def database_fault(exc: BaseException) -> Optional[ServiceUnavailable]:
     connect as OperationalError (app/core/db.py), and anything else (a full
     disk, say) is not the database's."""
     if isinstance(exc, PoolTimeout):
-        return DatabaseBusy()
+        return DatabaseTimeout("No database connection came free in time, try again shortly")
     sqlstate = str(getattr(getattr(exc, "orig", exc), "sqlstate", None) or "")
     if sqlstate == QUERY_CANCELED:
         return DatabaseTimeout()
-    if sqlstate == TOO_MANY_CONNECTIONS:
-        return DatabaseBusy()
-    if sqlstate.startswith("08") or sqlstate in _UNAVAILABLE_SQLSTATES:
+    if (
+        sqlstate.startswith("08")
+        or sqlstate in _UNAVAILABLE_SQLSTATES
+        or sqlstate == TOO_MANY_CONNECTIONS
+    ):
         return DatabaseUnavailable()
     if isinstance(exc, (OperationalError, InterfaceError)) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated

@@ -188,7 +188,7 @@ async def test_a_server_that_never_answers_the_connect_answers_503(app: Any, set
 # ------------------------------------------------- the pool, held by the test
 
 
-async def test_an_exhausted_pool_answers_503_database_busy(
+async def test_an_exhausted_pool_answers_503_database_timeout(
     app: Any, settings: Any, committed_db: Any
 ) -> None:
     one_connection = settings.model_copy(
@@ -202,7 +202,7 @@ async def test_an_exhausted_pool_answers_503_database_busy(
                 "/api/users",
                 json={"email": "busy@example.com", "password": "password-1", "name": "B"},
             )
-            _assert_503(busy, "database_busy")
+            _assert_503(busy, "database_timeout")
         finally:
             await held.close()
         created = await http.post(
@@ -361,7 +361,10 @@ async def test_other_errors_are_not_reported_as_database_faults(exc: BaseExcepti
             asyncpg.QueryCanceledError("canceling statement due to statement timeout"),
             "database_timeout",
         ),
-        (asyncpg.TooManyConnectionsError("sorry, too many clients already"), "database_busy"),
+        (
+            asyncpg.TooManyConnectionsError("sorry, too many clients already"),
+            "database_unavailable",
+        ),
     ],
 )
 async def test_raw_driver_faults_map_to_503(exc: BaseException, code: str) -> None:
