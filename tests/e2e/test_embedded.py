@@ -12,7 +12,7 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Dict, Iterator, List
 
 import pytest
 
@@ -85,13 +85,17 @@ def _run(tmp_path: Path, data: Path, body: str, stop: bool) -> Dict[str, Path]:
     return {"temp": temp, "data": data}
 
 
-def _running_servers(data: Path) -> list:
-    """Server processes whose command line names this test's data folder."""
-    import psutil
-
+def _running_servers(data: Path) -> List[str]:
+    """Command lines of the processes that name this test's data folder
+    (postgres -D <folder>, redis-server's title shows its socket)."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # the process ended meanwhile
+            continue
         if str(data) in cmdline:
             found.append(cmdline)
     return found
@@ -141,6 +145,7 @@ def test_distribution_postgres_serves_and_stops(data_dir: Path) -> None:
 
         assert asyncio.run(probe()) == 1
         assert server.running()
+        assert _running_servers(data_dir) != []
     finally:
         server.stop()
     assert not server.running()
@@ -160,6 +165,7 @@ def test_distribution_redis_serves_and_stops(data_dir: Path) -> None:
         client = redis.Redis.from_url(server.url)
         assert client.ping()
         client.close()
+        assert _running_servers(data_dir) != []
     finally:
         server.stop()
     assert _running_servers(data_dir) == []
