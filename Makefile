@@ -7,9 +7,13 @@ BIN := $(VENV)/bin
 
 .PHONY: run test bench lint fmt typecheck install migrate clean
 
+# Another Python in its own venv: make test VENV=.venv-3.13 UV_PYTHON=<interpreter>
+# (see .ci/test-python). PostgreSQL/Redis binaries for the embedded servers
+# come from wheels on Python < 3.13 and from the distribution on 3.13
+# (.ci/system-packages installs them).
 $(BIN)/python: pyproject.toml uv.lock .python-version
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
-	$(UV) sync --frozen --compile-bytecode
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --compile-bytecode
 	@touch $(BIN)/python
 
 install: $(BIN)/python

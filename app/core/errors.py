@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Set
 
 import asyncpg
 from fastapi import FastAPI, Request
@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 logger = logging.getLogger(__name__)
 
@@ -224,13 +225,31 @@ def _clean_validation_error(error: Any) -> Any:
 _SCALARS = (str, int, float, bool, type(None))
 
 
+def _methods_of_path(request: Request) -> Set[str]:
+    """Every method some route serves at this path. Starlette's 405 names the
+    methods of the first route matching the path only, and a path served by
+    several routes (GET and POST /api/posts) needs them all in `Allow`."""
+    methods: Set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is Match.PARTIAL:
+                methods |= route.methods
+    return methods
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = getattr(exc, "code", None) or _HTTP_CODES.get(exc.status_code, "error")
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        methods = _methods_of_path(request)
+        if methods:
+            headers["Allow"] = ", ".join(sorted(methods))
     return JSONResponse(
         error_body(exc.detail, code),
         status_code=exc.status_code,
-        headers=getattr(exc, "headers", None),
+        headers=headers or None,
     )
 
 

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import uuid
+import weakref
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -60,6 +61,8 @@ class MailSink:
         self.port = port
         self._loop = asyncio.new_event_loop()
         self._server: Optional[asyncio.AbstractServer] = None
+        # Weak: a session that has hung up is forgotten with its connection.
+        self._sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="mail-sink", daemon=True
         )
@@ -79,18 +82,25 @@ class MailSink:
         future.result(timeout=10)
         return self
 
+    def _session(self) -> SMTP:
+        session = SMTP(self.handler, hostname="keel-sink", enable_SMTPUTF8=True)
+        self._sessions.add(session)
+        return session
+
     async def _serve(self) -> None:
-        self._server = await self._loop.create_server(
-            lambda: SMTP(self.handler, hostname="keel-sink", enable_SMTPUTF8=True),
-            host=self.host,
-            port=self.port,
-        )
+        self._server = await self._loop.create_server(self._session, host=self.host, port=self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
         async def close() -> None:
             if self._server is not None:
                 self._server.close()
+                # Since Python 3.12 wait_closed() also waits for every client
+                # to hang up, and a mailer keeps its connection open: end them.
+                for session in list(self._sessions):
+                    if session.transport is not None:
+                        session.transport.close()
+                self._sessions.clear()
                 await self._server.wait_closed()
 
         if self._thread.is_alive():

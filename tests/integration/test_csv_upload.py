@@ -6,7 +6,7 @@ import asyncio
 import gzip
 import io
 import zipfile
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -15,6 +15,21 @@ from tests.unit.test_csv_summary import pandas_reference
 pytestmark = pytest.mark.asyncio
 
 GOOD = b"id,name,email,age,score\n1,Ann, Ann@X.com ,31,1.5\n2,Bob,bob@x.com,42,\n3,Cy,,50,9\n"
+
+
+@pytest.fixture
+def upload_settings(app: Any) -> Iterator[Callable[..., None]]:
+    """Replaces app.state.settings for one test and puts the original back.
+    Not monkeypatch.setattr: Starlette's State keeps its attributes outside
+    __dict__, so pytest 9 takes them for absent and deletes them on undo,
+    leaving the app without settings for every later test."""
+    original = app.state.settings
+
+    def override(**changes: Any) -> None:
+        app.state.settings = original.model_copy(update=changes)
+
+    yield override
+    app.state.settings = original
 
 
 async def post_csv(client: Any, headers: Dict[str, str], data: bytes) -> Any:
@@ -242,12 +257,11 @@ async def test_stream_past_the_limit_is_cut_off_at_the_limit(
 
 
 async def test_lying_content_length_does_not_lift_the_limit(
-    app: Any, client: Any, make_user: Any, monkeypatch: Any
+    app: Any, client: Any, make_user: Any, upload_settings: Callable[..., None]
 ) -> None:
     """The client declares 1 KB and keeps sending: refused at the limit."""
     user = await make_user()
-    settings = app.state.settings.model_copy(update={"max_upload_bytes": 300_000})
-    monkeypatch.setattr(app.state, "settings", settings)
+    upload_settings(max_upload_bytes=300_000)
     status, body, pulled = await asgi_upload(
         app, user["access_token"], rows_forever(2000), content_length=1000
     )
@@ -267,11 +281,10 @@ async def test_declared_content_length_over_the_limit_is_refused_unread(
 
 
 async def test_stalled_client_is_cut_off_by_the_read_timeout(
-    app: Any, client: Any, make_user: Any, monkeypatch: Any
+    app: Any, client: Any, make_user: Any, upload_settings: Callable[..., None]
 ) -> None:
     user = await make_user()
-    settings = app.state.settings.model_copy(update={"upload_read_timeout": 0.2})
-    monkeypatch.setattr(app.state, "settings", settings)
+    upload_settings(upload_read_timeout=0.2)
     status, body, _ = await asgi_upload(app, user["access_token"], rows_forever(100), stall_after=2)
     assert status == 408 and body["code"] == "upload_timeout"
 

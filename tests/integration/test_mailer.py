@@ -4,6 +4,7 @@ as transient or permanent."""
 
 from __future__ import annotations
 
+import asyncio
 from email import message_from_bytes, policy
 from typing import Any, Iterator, List
 
@@ -39,6 +40,8 @@ class Recorder:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.refuse == "data451":
             return "451 4.3.0 Try later"
+        if self.refuse == "silent":
+            await asyncio.Event().wait()  # never answers: the connection stays open
         self.messages.append(message_from_bytes(envelope.original_content, policy=policy.default))
         self.sessions.append(id(session))
         self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
@@ -129,11 +132,31 @@ async def test_refusals_are_classified_and_the_connection_is_not_reused(
 
 
 async def test_unresponsive_server_is_a_transient_error(recorder: Recorder) -> None:
+    """The server stops answering in the middle of a reused connection."""
     sink = MailSink(recorder).start()
     mailer = mailer_for(sink, timeout=0.5)
-    await mailer.send(email(1))
-    sink.stop()
     try:
+        await mailer.send(email(1))
+        recorder.refuse = "silent"
+        with pytest.raises(MailTransientError):
+            await mailer.send(email(2))
+    finally:
+        await mailer.close()
+        sink.stop()
+
+
+async def test_server_stopped_with_a_connection_open_is_a_transient_error(
+    recorder: Recorder,
+) -> None:
+    """Stopping the sink ends its open connections (waiting for the client to
+    hang up first would hang: a pooled connection stays open), and the next
+    send finds no server."""
+    sink = MailSink(recorder).start()
+    mailer = mailer_for(sink, timeout=0.5)
+    try:
+        await mailer.send(email(1))
+        sink.stop()
+        assert not sink._thread.is_alive()
         with pytest.raises(MailTransientError):
             await mailer.send(email(2))
     finally:
