@@ -231,4 +231,3 @@ async def test_an_operator_works_the_console(
     assert page.url.endswith("/admin/login")
     await page.goto("/admin/job/list")
     assert page.url.endswith("/admin/login")
-
