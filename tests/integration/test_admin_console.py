@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.admin.models import AuditRecord
+from app.auth.models import RefreshToken
 from app.core.db import db
 from app.jobs.models import DEAD, QUEUED, Job
 from app.ledger.models import Account
@@ -378,6 +379,15 @@ async def test_deactivate_revokes_sessions_and_reactivate_restores_sign_in(admin
         "/token/refresh", json={"refresh_token": tokens.json()["refresh_token"]}
     )
     assert refreshed.status_code == 401
+    # Ended for good, as the API's revocation does (not only refused while inactive).
+    assert (await load(User, victim["id"])).tokens_valid_after is not None
+    async with db.sessionmaker() as session:
+        open_tokens = await session.scalar(
+            select(func.count())
+            .select_from(RefreshToken)
+            .where(RefreshToken.user_id == victim["id"], RefreshToken.revoked_at.is_(None))
+        )
+    assert open_tokens == 0
     [record] = await audit_records("user.deactivate")
     assert record.actor_id == admin_client.admin["id"]
     assert record.object_type == "user" and record.object_id == str(victim["id"])
@@ -429,6 +439,15 @@ async def test_deactivating_a_superuser_ends_their_console_session(admin_client,
         after = await second.get("/admin/user/list")
         assert after.status_code == 302 and after.headers["location"].endswith("/admin/login")
         assert other["email"] not in after.text
+
+
+async def test_a_superuser_deactivated_outside_the_console_is_signed_out(admin_client):
+    async with db.sessionmaker() as session:
+        me = await session.get(User, admin_client.admin["id"])
+        me.is_active = False  # e.g. by SQL: no session revocation
+        await session.commit()
+    after = await admin_client.get("/admin/user/list")
+    assert after.status_code == 302 and after.headers["location"].endswith("/admin/login")
 
 
 async def test_a_superuser_who_loses_the_right_is_signed_out(admin_client, app):
