@@ -553,3 +553,25 @@ async def test_overview_counts_queued_and_dead_jobs(admin_client):
     async with db.sessionmaker() as session:
         dead = await session.scalar(select(func.count()).select_from(Job).where(Job.status == DEAD))
     assert dead == 2
+
+
+async def test_a_database_outage_is_a_503_with_retry_after(admin_client, engine):
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from tests.e2e.conftest import free_port
+
+    dead = create_async_engine(
+        f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/none",
+        connect_args={"timeout": 2},
+    )
+    db.configure(dead)
+    try:
+        for path in ("/admin/", "/admin/user/list"):
+            response = await admin_client.get(path)
+            assert response.status_code == 503, path
+            assert response.headers["retry-after"] == "5"
+            assert "content-security-policy" in response.headers
+    finally:
+        db.configure(engine)
+        await dead.dispose()
+    assert (await admin_client.get("/admin/")).status_code == 200
