@@ -74,6 +74,17 @@ class ReadOnlyView(ModelView):
     page_size = 50
     page_size_options = [25, 50, 100]
 
+    def sort_requested(self, request: Request) -> bool:
+        """True when the request asks to sort by one of the sortable columns.
+        sqladmin would sort by any attribute named in `sortBy` (the password
+        hash, or a typo that fails with a 500): anything else is ignored."""
+        return request.query_params.get("sortBy") in self._sort_fields
+
+    def sort_query(self, stmt: Select, request: Request) -> Select:
+        if request.query_params.get("sortBy") is not None and not self.sort_requested(request):
+            request = Request({**request.scope, "query_string": b""})
+        return super().sort_query(stmt, request)
+
 
 class OperatedView(ReadOnlyView):
     """A view whose detail page offers `operations` as POST buttons."""
@@ -233,7 +244,7 @@ class JobAdmin(OperatedView, model=Job):
     keel_actions = {"retry": _retry_job}
 
     def sort_query(self, stmt: Select, request: Request) -> Select:
-        if request.query_params.get("sortBy"):
+        if self.sort_requested(request):
             return super().sort_query(stmt, request)
         # Dead letters first, newest first within each group.
         return stmt.order_by(case((Job.status == DEAD, 0), else_=1), Job.id.desc())

@@ -352,6 +352,18 @@ async def test_user_detail_never_shows_the_password_hash(admin_client):
         assert user.password_hash not in page.text and "password" not in page.text.lower()
 
 
+async def test_lists_sort_only_by_their_sortable_columns(admin_client):
+    first, second = await create_user(), await create_user()
+    expected = [str(second["id"]), str(first["id"])]  # default: newest first
+    for sort in ("password_hash", "no_such_column", "__class__", "posts"):
+        page = await admin_client.get(f"/admin/user/list?sortBy={sort}&sort=asc")
+        assert page.status_code == 200, sort
+        ids = re.findall(r"/admin/user/details/(\d+)", page.text)
+        assert [i for i in ids if i in expected] == expected, sort
+    by_email = await admin_client.get("/admin/user/list?sortBy=email&sort=asc")
+    assert by_email.status_code == 200
+
+
 # ------------------------------------------------------------ actions
 
 
