@@ -85,6 +85,7 @@ async def page(browser: Any, console_server: str) -> AsyncIterator[Any]:
     context = await browser.new_context(
         base_url=console_server, viewport={"width": 1280, "height": 860}
     )
+    context.set_default_timeout(PATIENCE * 1000)  # a hang guard for a loaded machine
     page = await context.new_page()
     page.requests = []
     page.errors = []
