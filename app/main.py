@@ -10,6 +10,7 @@ from typing import AsyncIterator, Optional
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.admin.console import mount_admin
 from app.auth.principal import cancel_standing_loads
 from app.auth.router import router as auth_router
 from app.core.config import Settings, get_settings
@@ -77,6 +78,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         payments_router,
     ):
         app.include_router(router)
+    mount_admin(app, settings)  # the operators' console at /admin (app/admin)
 
     # Upload endpoints count their own bytes against MAX_UPLOAD_BYTES.
     upload_limits = {"/api/upload-csv": settings.max_upload_bytes + 64 * 1024}

@@ -1,5 +1,6 @@
 """Imports every domain's models so Base.metadata is complete (Alembic, tests)."""
 
+from app.admin.models import AuditRecord
 from app.auth.models import PasswordResetToken, RefreshToken
 from app.core.db import Base
 from app.jobs.models import Job
@@ -10,6 +11,7 @@ from app.users.models import User
 
 __all__ = [
     "Account",
+    "AuditRecord",
     "Base",
     "IdempotencyKey",
     "Job",

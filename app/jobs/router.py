@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
 from pydantic import Field
 from typing_extensions import Annotated
 
+from app.admin import audit
 from app.auth.dependencies import CurrentSuperuser, CurrentUser
 from app.core.db import DbSession
 from app.core.pagination import NoQuery, Page, PageParams
@@ -61,5 +62,17 @@ async def read_job(job_id: IdPath, session: DbSession, user: CurrentUser) -> Job
     responses=error_responses(401, 403, 404, 409, 422),
     summary="Queue a dead job again (superuser)",
 )
-async def retry_job(job_id: IdPath, session: DbSession, user: CurrentSuperuser) -> JobOut:
-    return JobOut.model_validate(await service.retry_job(session, job_id=job_id))
+async def retry_job(
+    job_id: IdPath, request: Request, session: DbSession, user: CurrentSuperuser
+) -> JobOut:
+    job = await service.retry_job(session, job_id=job_id)
+    await audit.record(
+        session,
+        actor=user,
+        action="job.retry",
+        object_type="job",
+        object_id=job.id,
+        address=audit.request_address(request),
+        channel=audit.API,
+    )
+    return JobOut.model_validate(job)

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from typing_extensions import Annotated
 
+from app.admin import audit
 from app.auth.dependencies import CurrentPrincipal, CurrentSuperuser, CurrentUser
+from app.core.db import DbSession
 from app.core.pagination import NoQuery, Page, Pagination
 from app.core.routing import KeelRoute
 from app.core.schemas import error_responses
@@ -81,6 +83,18 @@ async def read_active_model(user: CurrentUser) -> ActiveModelOut:
     responses=error_responses(401, 403, 404, 409, 503),
     summary="Serve another version (superuser); no request fails during the swap",
 )
-async def activate_model(version: VersionPath, user: CurrentSuperuser) -> ActiveModelOut:
+async def activate_model(
+    version: VersionPath, request: Request, session: DbSession, user: CurrentSuperuser
+) -> ActiveModelOut:
+    # Recorded first: a failed activation raises, and the rollback drops the record.
+    await audit.record(
+        session,
+        actor=user,
+        action="model.activate",
+        object_type="model",
+        object_id=version,
+        address=audit.request_address(request),
+        channel=audit.API,
+    )
     manifest = await service.activate_model(model_server, version)
     return ActiveModelOut.model_validate(manifest)
