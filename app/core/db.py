@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any, AsyncContextManager, AsyncIterator, Callable, Dict, List, Optional, Tuple
 
 import asyncpg
@@ -73,10 +74,27 @@ def install_idle_pre_ping(engine: AsyncEngine, idle_seconds: float) -> None:
             raise DisconnectionError("connection failed its idle ping") from exc
 
 
+def _unique_statement_name() -> str:
+    return f"__keel_{uuid.uuid4().hex}__"
+
+
 def build_engine(settings: Settings, url: Optional[str] = None) -> AsyncEngine:
     server_settings = {"application_name": "keel"}
-    if settings.db_statement_timeout_ms:
+    connect_args: Dict[str, Any] = {"timeout": settings.db_connect_timeout}
+    if settings.db_pgbouncer:
+        # No statement caches (asyncpg's, SQLAlchemy's): a cached statement
+        # lives on one server connection and the next transaction may get
+        # another. SQLAlchemy still names the statements it prepares inside
+        # a transaction; unique names keep two clients from colliding on one
+        # server connection. (statement_timeout: see Settings.db_pgbouncer.)
+        connect_args.update(
+            statement_cache_size=0,
+            prepared_statement_cache_size=0,
+            prepared_statement_name_func=_unique_statement_name,
+        )
+    elif settings.db_statement_timeout_ms:
         server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+    connect_args["server_settings"] = server_settings
     engine = create_async_engine(
         url or resolve_database_url(settings),
         poolclass=FairAsyncQueuePool,
@@ -86,10 +104,7 @@ def build_engine(settings: Settings, url: Optional[str] = None) -> AsyncEngine:
         pool_recycle=settings.db_pool_recycle,
         # Replaced by install_idle_pre_ping, which skips recently used connections.
         pool_pre_ping=False,
-        connect_args={
-            "timeout": settings.db_connect_timeout,
-            "server_settings": server_settings,
-        },
+        connect_args=connect_args,
     )
     if settings.db_pool_pre_ping:
         install_idle_pre_ping(engine, settings.db_pre_ping_idle_seconds)
