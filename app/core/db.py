@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from typing import Any, AsyncContextManager, AsyncIterator, Callable, Dict, List, Optional, Tuple
 
 import asyncpg
@@ -74,8 +73,8 @@ def install_idle_pre_ping(engine: AsyncEngine, idle_seconds: float) -> None:
             raise DisconnectionError("connection failed its idle ping") from exc
 
 
-def _unique_statement_name() -> str:
-    return f"__keel_{uuid.uuid4().hex}__"
+def _anonymous_statement() -> str:
+    return ""
 
 
 def build_engine(settings: Settings, url: Optional[str] = None) -> AsyncEngine:
@@ -84,13 +83,16 @@ def build_engine(settings: Settings, url: Optional[str] = None) -> AsyncEngine:
     if settings.db_pgbouncer:
         # No statement caches (asyncpg's, SQLAlchemy's): a cached statement
         # lives on one server connection and the next transaction may get
-        # another. SQLAlchemy still names the statements it prepares inside
-        # a transaction; unique names keep two clients from colliding on one
-        # server connection. (statement_timeout: see Settings.db_pgbouncer.)
+        # another. And only unnamed statements, which asyncpg (cache off)
+        # parses again in the same message group as their execution: a named
+        # one, even uniquely named, is prepared in one group and executed in
+        # the next, and outside a transaction (autocommit reads, the outbox's
+        # one-statement writes) PgBouncer may send the two to different
+        # servers. (statement_timeout: see Settings.db_pgbouncer.)
         connect_args.update(
             statement_cache_size=0,
             prepared_statement_cache_size=0,
-            prepared_statement_name_func=_unique_statement_name,
+            prepared_statement_name_func=_anonymous_statement,
         )
     elif settings.db_statement_timeout_ms:
         server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)

@@ -95,13 +95,11 @@ async def test_engine_works_through_pgbouncer_transaction_mode(pgbouncer_url: st
         db_pool_size=CLIENT_CONNECTIONS,
         db_max_overflow=0,
         db_pool_timeout=30,
-        db_pre_ping_idle_seconds=0,  # every checkout pings: more statements
     )
     database = Database()
     database.configure(build_engine(settings))
-    read = PreparedRead(
-        select(literal_column("1").label("one"), bindparam("n", type_=Integer).label("n"))
-    )
+    n = bindparam("n", type_=Integer)
+    read = PreparedRead(select(literal_column("1").label("one"), n.label("n")))
     backends: Set[int] = set()
 
     async def one_client(i: int) -> List[Any]:
@@ -118,15 +116,28 @@ async def test_engine_works_through_pgbouncer_transaction_mode(pgbouncer_url: st
             row = await driver.fetchrow("SELECT $1::integer + 1 AS n, '{}'::jsonb AS j", i)
             results.append(row["n"])
             await session.commit()
-        # The Reader's autocommit path (no transaction around the statement).
+        # The Reader's autocommit paths (no transaction around the statement):
+        # asyncpg directly, and through SQLAlchemy.
         rows = await database.reader.fetch(read, {"n": i})
         results.append(rows[0]["n"])
+        result = await database.reader.execute(select(n.label("n")), {"n": i})
+        results.append(result.scalar_one())
+        # The outbox's single-statement writes: driver SQL in autocommit mode.
+        autocommit = database.engine.execution_options(isolation_level="AUTOCOMMIT")
+        for _ in range(5):
+            async with autocommit.connect() as connection:
+                value = await connection.exec_driver_sql(
+                    "SELECT $1::integer * 3 AS n, pg_sleep(0.001), $2::jsonb AS j",
+                    (i, '{"a": 1}'),
+                )
+                row = value.one()
+        results.append(row.n)
         return results
 
     try:
         for _ in range(5):
             outcomes = await asyncio.gather(*(one_client(i) for i in range(32)))
-            assert outcomes == [[2 * i, i + 1, i] for i in range(32)]
+            assert outcomes == [[2 * i, i + 1, i, i, 3 * i] for i in range(32)]
         # The pool's clients really shared PgBouncer's few server connections.
         assert database.pool_status()["size"] == CLIENT_CONNECTIONS  # type: ignore[index]
         assert 1 <= len(backends) <= SERVER_CONNECTIONS
