@@ -40,7 +40,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 STATE = REPO / ".keel" / "cluster"
@@ -181,8 +181,14 @@ def kill_namespace(name: str, sig: int = signal.SIGKILL) -> None:
 
 
 def down() -> None:
+    pgdata = STATE / "db" / "pgdata"
+    if (pgdata / "postmaster.pid").exists() and ns("db") in existing_namespaces():
+        # A clean stop (a SIGKILLed postmaster would leave shared memory).
+        run(*pg(str(PG_BIN / "pg_ctl"), "-D", str(pgdata), "-w", "-t", "20", "-m", "fast",
+                "stop"), check=False)  # fmt: skip
+    # Only what this checkout recorded: the names are machine-wide, and
+    # another checkout's cluster is not ours to remove.
     names = {n for kind, n in remembered() if kind == "netns"}
-    names |= {ns(h) for h in HOSTS if ns(h) in existing_namespaces()}
     for name in sorted(names):
         if name not in existing_namespaces():
             continue
@@ -195,7 +201,6 @@ def down() -> None:
             log(str(exc))
         run("ip", "netns", "del", name, check=False)
     links = {n for kind, n in remembered() if kind in ("link", "bridge")}
-    links |= {FRONT_BRIDGE, BACK_BRIDGE} | {p + h for h in HOSTS for p in ("kf-", "kb-")}
     for name in sorted(links, key=lambda n: n in (FRONT_BRIDGE, BACK_BRIDGE)):
         if link_exists(name):
             run("ip", "link", "del", name, check=False)
@@ -207,7 +212,7 @@ def down() -> None:
                     shutil.rmtree(child, ignore_errors=True)
                 else:
                     child.unlink()
-    left = [n for n in existing_namespaces() if n.startswith(NS_PREFIX)]
+    left = [n for n in names if n in existing_namespaces()]
     left += [n for n in links if link_exists(n)]
     if left:
         raise RuntimeError(f"down left these behind: {left}")
@@ -301,8 +306,15 @@ def keel_env(host: str) -> Dict[str, str]:
 
 
 def start_api(host: str) -> None:
+    env = keel_env(host)
+    # Our own folder for the workers' metrics files (`keel serve` would make
+    # one in /dev/shm, which a kill -9 leaves behind).
+    metrics = STATE / "hosts" / host / "metrics"
+    shutil.rmtree(metrics, ignore_errors=True)
+    metrics.mkdir(parents=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
     spawn(host, host, [str(VENV_BIN / "keel"), "serve", "--host", "0.0.0.0", "--port", "8000"],
-          env=keel_env(host), cpu=CPU_OF[host])  # fmt: skip
+          env=env, cpu=CPU_OF[host])  # fmt: skip
 
 
 def start_worker(host: str) -> None:
@@ -397,6 +409,8 @@ def setup_db() -> None:
             f"listen_addresses = '{DB_ADDR}'\nport = 5432\n"
             f"unix_socket_directories = '{db / 'run'}'\n"
             "max_connections = 100\nshared_buffers = 128MB\n"
+            # Segments under pgdata, not /dev/shm: nothing outside .keel.
+            "dynamic_shared_memory_type = mmap\n"
         )
     with (pgdata / "pg_hba.conf").open("a") as hba:
         hba.write(f"host all all {BACK_NET}.0/24 scram-sha-256\n")
@@ -484,6 +498,12 @@ def up() -> None:
     if STATE.exists() and remembered():
         log("a previous cluster is still recorded: taking it down first")
         down()
+    foreign = [n for n in existing_namespaces() if n.startswith(NS_PREFIX)]
+    foreign += [b for b in (FRONT_BRIDGE, BACK_BRIDGE) if link_exists(b)]
+    if foreign:
+        raise RuntimeError(
+            f"another cluster (another checkout?) holds {foreign}: run `down` there first"
+        )
     shutil.rmtree(LOGS, ignore_errors=True)
     STATE.mkdir(parents=True, exist_ok=True)
     LOGS.mkdir(parents=True, exist_ok=True)
