@@ -195,8 +195,8 @@ def down() -> None:
         kill_namespace(name)
         try:
             wait_for(f"the processes of {name} to exit",
-                     lambda n=name: not run("ip", "netns", "pids", n, check=False, quiet=True).split(),
-                     15)  # fmt: skip
+                     lambda n=name: not run("ip", "netns", "pids", n, check=False,
+                                            quiet=True).split(), 15)  # fmt: skip
         except RuntimeError as exc:
             log(str(exc))
         run("ip", "netns", "del", name, check=False)
@@ -542,9 +542,8 @@ def status() -> None:
             print(f"{host:8} {len(namespace_pids(host))} processes")
     if (STATE / "lb" / "admin.sock").exists():
         for name, row in server_stats().items():
-            print(
-                f"haproxy {name:8} {row['status']:10} sessions now {row['scur']} total {row['stot']}"
-            )
+            sessions = f"sessions now {row['scur']} total {row['stot']}"
+            print(f"haproxy {name:8} {row['status']:10} {sessions}")
 
 
 def main(argv: List[str]) -> int:

@@ -27,7 +27,7 @@ from collections import Counter
 from decimal import Decimal
 from email import policy
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from cluster import (
     LB_URL,
@@ -75,7 +75,7 @@ class Events:
         self.acks: Dict[str, List[Dict[str, Any]]] = {"transfer": [], "job": [], "user": []}
         self._offset = 0
 
-    def refresh(self) -> "Events":
+    def refresh(self) -> Events:
         path = LOAD / "events.jsonl"
         if not path.exists():
             return self
@@ -350,7 +350,7 @@ class Drills:
             master = pid_of(host)
             assert master is not None and alive(master), f"{host} is not running"
             os.kill(master, signal.SIGTERM)  # gunicorn: graceful stop
-            wait_for(f"{host} to stop", lambda: not namespace_pids(host), 45)
+            wait_for(f"{host} to stop", lambda h=host: not namespace_pids(h), 45)
             start_api(host)
             wait_host_ready(host)  # only then back into rotation
             haproxy(f"set server keel_api/{host} state ready")

@@ -50,12 +50,16 @@ class Recorder:
     def add(self, event: Dict[str, Any]) -> None:
         self.pending.append(event)
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         if not self.pending:
             return
         lines, self.pending = self.pending, []
+        text = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in lines)
+        await asyncio.get_running_loop().run_in_executor(None, self._append, text)
+
+    def _append(self, text: str) -> None:
         with self.path.open("a") as out:
-            out.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in lines))
+            out.write(text)
 
 
 class Load:
@@ -227,7 +231,6 @@ async def login(load: Load, email: str) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     recorder = Recorder(out / "events.jsonl")
     stop = asyncio.Event()
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
@@ -258,13 +261,19 @@ async def main(args: argparse.Namespace) -> None:
         stop_file = out / "stop"
         while time.monotonic() < deadline and not stop_file.exists():
             await asyncio.sleep(0.25)
-            recorder.flush()
+            await recorder.flush()
         stop.set()
         # In-flight requests finish (or hit their own timeout).
         await asyncio.wait(tasks, timeout=60)
         for task in tasks:
             task.cancel()
-        recorder.flush()
+        await recorder.flush()
+
+
+def run(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    asyncio.run(main(args))
     (out / "done").write_text(str(time.time()))
 
 
@@ -273,4 +282,4 @@ if __name__ == "__main__":
     parser.add_argument("--base", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--max-seconds", type=float, default=540)
-    asyncio.run(main(parser.parse_args()))
+    run(parser.parse_args())
