@@ -72,7 +72,12 @@ class Events:
 
     def __init__(self) -> None:
         self.requests: List[Dict[str, Any]] = []
-        self.acks: Dict[str, List[Dict[str, Any]]] = {"transfer": [], "job": [], "user": []}
+        self.acks: Dict[str, List[Dict[str, Any]]] = {
+            "transfer": [],
+            "job": [],
+            "user": [],
+            "login_started": [],
+        }
         self._offset = 0
 
     def refresh(self) -> Events:
@@ -453,6 +458,12 @@ class Drills:
         wait_for("redis to stop", lambda: not namespace_pids("redis"), 15)
         t_down = time.time()
         time.sleep(5)  # jobs queued and logins attempted while Redis is gone
+
+        # ...at least one login begun while it is down (they are slow: bcrypt).
+        def login_began() -> bool:
+            return any(a["t"] > t_down for a in self.events.refresh().acks["login_started"])
+
+        wait_for("a login to start while Redis is down", login_began, 30, 0.1)
         start_redis()
         wait_for("redis", redis_ping, 30)
         t_up = time.time()

@@ -225,6 +225,8 @@ async def signer(load: Load) -> None:
 
 async def login(load: Load, email: str) -> None:
     while not load.stop.is_set():
+        # Logins are slow (bcrypt): a drill needs to know one has begun.
+        load.recorder.add({"ack": "login_started", "t": time.time()})
         await load.call("login", "POST", "/token", data={"username": email, "password": PASSWORD})
         await load.pause(1.0)
 
