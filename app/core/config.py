@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     db_pre_ping_idle_seconds: float = Field(1.0, ge=0)
     db_connect_timeout: float = Field(3.0, gt=0)
     db_statement_timeout_ms: int = Field(30_000, ge=0)
+    # Behind PgBouncer in transaction mode (deploy/pgbouncer.ini): each
+    # transaction may run on a different server connection, and PgBouncer
+    # 1.18 does not track prepared statements, so only unnamed, uncached
+    # statements are used (app/core/db.py). It also refuses session settings
+    # in the startup packet: set statement_timeout on the database role.
+    db_pgbouncer: bool = False
 
     data_dir: Path = REPO_ROOT / ".keel"
     model_dir: Optional[Path] = None

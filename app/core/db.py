@@ -100,10 +100,30 @@ def report_connect_faults(engine: AsyncEngine) -> None:
             raise error from exc
 
 
+def _anonymous_statement() -> str:
+    return ""
+
+
 def build_engine(settings: Settings, url: Optional[str] = None) -> AsyncEngine:
     server_settings = {"application_name": "keel"}
-    if settings.db_statement_timeout_ms:
+    connect_args: Dict[str, Any] = {"timeout": settings.db_connect_timeout}
+    if settings.db_pgbouncer:
+        # No statement caches (asyncpg's, SQLAlchemy's): a cached statement
+        # lives on one server connection and the next transaction may get
+        # another. And only unnamed statements, which asyncpg (cache off)
+        # parses again in the same message group as their execution: a named
+        # one, even uniquely named, is prepared in one group and executed in
+        # the next, and outside a transaction (autocommit reads, the outbox's
+        # one-statement writes) PgBouncer may send the two to different
+        # servers. (statement_timeout: see Settings.db_pgbouncer.)
+        connect_args.update(
+            statement_cache_size=0,
+            prepared_statement_cache_size=0,
+            prepared_statement_name_func=_anonymous_statement,
+        )
+    elif settings.db_statement_timeout_ms:
         server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+    connect_args["server_settings"] = server_settings
     engine = create_async_engine(
         url or resolve_database_url(settings),
         pool_size=settings.db_pool_size,
@@ -112,10 +132,7 @@ def build_engine(settings: Settings, url: Optional[str] = None) -> AsyncEngine:
         pool_recycle=settings.db_pool_recycle,
         # Replaced by install_idle_pre_ping, which skips recently used connections.
         pool_pre_ping=False,
-        connect_args={
-            "timeout": settings.db_connect_timeout,
-            "server_settings": server_settings,
-        },
+        connect_args=connect_args,
     )
     report_connect_faults(engine)
     if settings.db_pool_pre_ping:
