@@ -58,7 +58,9 @@ ENV PATH=/srv/keel/.venv/bin:$PATH \
     PORT=8000 \
     MODEL_DIR=/srv/keel/models
 USER keel
-VOLUME ["/srv/keel/models"]
+# /srv/keel/models holds the model registry: mount a persistent volume there
+# (compose.yaml's `models`). No VOLUME instruction, so that one-off commands
+# (`keel migrate`, `keel create-superuser`) leave no anonymous volumes behind.
 EXPOSE 8000
 # gunicorn's graceful stop: SIGTERM lets in-flight requests finish (up to 30 s).
 STOPSIGNAL SIGTERM
