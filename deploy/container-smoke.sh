@@ -62,7 +62,8 @@ else
     debootstrap --variant=minbase bookworm "$ROOTFS" "$MIRROR" >"$ROOTFS.log" 2>&1 \
       || { tail -n 20 "$ROOTFS.log"; die "debootstrap from $MIRROR"; }
     rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
-    tar -C "$ROOTFS" -c . | podman import - "$BASE_IMAGE_LOCAL" >/dev/null
+    tar -C "$ROOTFS" -c . | podman import - "$BASE_IMAGE_LOCAL" >/dev/null 2>&1 \
+      || die "podman import"
     rm -rf "$ROOTFS" "$ROOTFS.log"
     ok "from $MIRROR"
   fi
