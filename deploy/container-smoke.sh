@@ -67,22 +67,21 @@ else
     rm -rf "$ROOTFS" "$ROOTFS.log"
     ok "from $MIRROR"
   fi
-  step "stand-in images (python, postgres, redis, mail)"
-  pids=()
-  for name in python postgres redis mail; do
-    podman build --network host -q -t "localhost/keel-$name:local" "deploy/images/$name" \
-      >"/tmp/$PROJECT-$name.log" 2>&1 &
-    pids+=($!)
-  done
-  for i in "${!pids[@]}"; do
-    if ! wait "${pids[$i]}"; then
-      name=(python postgres redis mail)
-      tail -n 20 "/tmp/$PROJECT-${name[$i]}.log"
-      die "building localhost/keel-${name[$i]}:local"
-    fi
-  done
-  rm -f /tmp/"$PROJECT"-*.log
+  standin() {
+    podman build --network host -q -t "localhost/keel-$1:local" "deploy/images/$1" \
+      >"/tmp/$PROJECT-$1.log" 2>&1 || { tail -n 20 "/tmp/$PROJECT-$1.log"; return 1; }
+    rm -f "/tmp/$PROJECT-$1.log"
+  }
+  # The python stand-in first (the keel image builds on it); the other three
+  # build meanwhile in the background.
+  step "stand-in image localhost/keel-python:local"
+  standin python || die "building localhost/keel-python:local"
   ok
+  STANDIN_PIDS=()
+  for name in postgres redis mail; do
+    standin "$name" &
+    STANDIN_PIDS+=($!)
+  done
   PYTHON_IMAGE=localhost/keel-python:local
   export POSTGRES_IMAGE=localhost/keel-postgres:local
   export REDIS_IMAGE=localhost/keel-redis:local
@@ -101,6 +100,14 @@ rm -f "/tmp/$PROJECT-build.log"
 BUILD_TIME=$(elapsed)
 SIZE=$(podman image inspect --format '{{.Size}}' "$KEEL_IMAGE")
 ok "size $((SIZE / 1000000)) MB"
+
+if [ -n "${STANDIN_PIDS:-}" ]; then
+  step "stand-in images (postgres, redis, mail)"
+  for pid in "${STANDIN_PIDS[@]}"; do
+    wait "$pid" || die "building a stand-in image (output above)"
+  done
+  ok "built beside the keel image"
+fi
 
 step "image runs as a non-root user"
 user=$(podman image inspect --format '{{.Config.User}}' "$KEEL_IMAGE")
@@ -248,6 +255,9 @@ else
   die "/ready not 200 within 180 s"
 fi
 rm -f "/tmp/$PROJECT-up.log"
+
+step "the image's HEALTHCHECK passes in the API container"
+if out=$(podman healthcheck run "$(cname api)" 2>&1); then ok "${out:-healthy}"; else fail "$out"; fi
 
 # --- the API --------------------------------------------------------------------
 
