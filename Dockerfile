@@ -29,11 +29,13 @@ RUN if [ -f /tmp/build-ca/ca.pem ]; then export PIP_CERT=/tmp/build-ca/ca.pem; f
  && ${PYTHON} -m pip install --root-user-action=ignore "uv==${UV_VERSION}"
 WORKDIR /srv/keel
 # Dependencies first: this layer is reused until pyproject.toml or uv.lock change.
-COPY pyproject.toml uv.lock README.md ./
+COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     if [ -f /tmp/build-ca/ca.pem ]; then export SSL_CERT_FILE=/tmp/build-ca/ca.pem; fi \
  && uv sync --frozen --no-dev --no-install-project
-COPY alembic.ini ./
+# README.md is the package's readme (pyproject.toml): needed to install the
+# project itself, not its dependencies.
+COPY README.md alembic.ini ./
 COPY migrations ./migrations
 COPY app ./app
 RUN --mount=type=cache,target=/root/.cache/uv \
@@ -49,7 +51,12 @@ RUN useradd --system --uid 10001 --user-group --home-dir /srv/keel --no-create-h
  && mkdir -p /srv/keel/models \
  && chown keel:keel /srv/keel/models
 WORKDIR /srv/keel
-COPY --from=build /srv/keel /srv/keel
+# The virtualenv first, as its own layer: a change to the code alone leaves
+# it identical, so the build reuses it instead of storing it again.
+COPY --from=build /srv/keel/.venv /srv/keel/.venv
+COPY --from=build /srv/keel/alembic.ini /srv/keel/pyproject.toml /srv/keel/
+COPY --from=build /srv/keel/migrations /srv/keel/migrations
+COPY --from=build /srv/keel/app /srv/keel/app
 ENV PATH=/srv/keel/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
