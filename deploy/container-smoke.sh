@@ -49,7 +49,7 @@ if [ -n "$CA_SRC" ] && [ -f "$CA_SRC" ]; then
 fi
 
 if [ "${KEEL_SMOKE_PUBLIC_IMAGES:-0}" = 1 ]; then
-  PYTHON_IMAGE="${PYTHON_IMAGE:-python:3.11-slim}"
+  PYTHON_IMAGE="${PYTHON_IMAGE:-docker.io/library/python:3.11-slim}"
 else
   if ! podman image exists "$BASE_IMAGE_LOCAL"; then
     step "base image ($BASE_IMAGE_LOCAL, debootstrap)"
