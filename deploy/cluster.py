@@ -280,9 +280,14 @@ def keel_env(host: str) -> Dict[str, str]:
         "HOME": str(data_dir),
         "LANG": "C.UTF-8",
         "PYTHONUNBUFFERED": "1",
-        "ENVIRONMENT": "production",
+        # Production's settings in every other respect (deploy/keel.env), but
+        # production refuses the fake payment provider, and the load funds its
+        # accounts through it (the drills need money to move, and no real
+        # provider is reachable here).
+        "ENVIRONMENT": "development",
+        "PAYMENT_PROVIDER": "fake",
+        "LOG_JSON": "true",
         "SECRET_KEY": s["secret_key"],
-        # Read only by versions of keel that protect /metrics with a token.
         "METRICS_TOKEN": s["metrics_token"],
         "DATABASE_URL": f"postgresql+asyncpg://keel:{s['db_password']}@{DB_ADDR}:6432/keel",
         "DB_PGBOUNCER": "true",
