@@ -533,6 +533,20 @@ async def test_api_superuser_actions_are_audited_too(committed_client):
     assert record.actor_email == admin["email"] and record.address == "127.0.0.1"
 
 
+async def test_api_model_activation_is_audited_and_a_refused_one_is_not(committed_client, serving):
+    admin = await create_user(superuser=True)
+    tokens = await committed_client.post(
+        "/token", data={"username": admin["email"], "password": PASSWORD}
+    )
+    headers = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+    done = await committed_client.post("/api/models/v2/activate", headers=headers)
+    assert done.status_code == 200 and serving.current().version == "v2"
+    refused = await committed_client.post("/api/models/v3/activate", headers=headers)
+    assert refused.status_code == 409 and serving.current().version == "v2"
+    records = await audit_records("model.activate")
+    assert [(r.object_id, r.channel, r.actor_id) for r in records] == [("v2", "api", admin["id"])]
+
+
 async def test_models_page_activates_and_shows_a_refused_activation(admin_client, serving):
     page = await admin_client.get("/admin/models")
     assert page.status_code == 200
