@@ -280,6 +280,11 @@ class Postgres:
         self._started = True
         logger.info("embedded PostgreSQL running in %s", self.pgdata)
 
+    def pg_ctl(self, *args: str) -> str:
+        """Runs pg_ctl on this cluster as its owner (tests stop, restart and
+        promote servers of their own with it)."""
+        return self._run("pg_ctl", "-D", str(self.pgdata), *args)
+
     def stop(self) -> None:
         """Stops the server if this object started it; removes a temp socket folder."""
         if self._started and os.getpid() == self._owner_pid:

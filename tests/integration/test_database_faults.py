@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import shutil
-import urllib.parse
 import uuid
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -18,16 +17,14 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Iterator
 
 import asyncpg
 import httpx
-import pgserver
 import pytest
 from fastapi import FastAPI
-from pgserver import _commands as pg_commands
 from sqlalchemy import text
 
 from app.core.db import build_engine, db
 from app.core.errors import install_error_handlers
 from app.core.migrations import upgrade
-from app.dev.embedded import asyncpg_url
+from app.dev.embedded import Postgres, asyncpg_url
 from tests.integration.test_ledger import open_account, signed_up_user
 
 
@@ -65,24 +62,16 @@ async def _wait_until(condition: Callable[[], Awaitable[bool]], what: str) -> No
 
 class OwnPostgres:
     def __init__(self, folder: Path) -> None:
-        self.server = pgserver.get_server(folder, cleanup_mode="stop")
+        self.server = Postgres(folder)
+        self.server.start()
         self.url = asyncpg_url(self.server)
-        query = urllib.parse.urlparse(self.server.get_uri()).query
-        self.socket_dir = urllib.parse.parse_qs(query)["host"][0]
-
-    def _ctl(self, *args: str) -> None:
-        pg_commands.pg_ctl(
-            ["-w", "-t", "60", *args],
-            pgdata=self.server.pgdata,
-            user=self.server.system_user,
-            timeout=90,
-        )
+        self.socket_dir = str(self.server.socket_dir)
 
     def stop(self) -> None:
-        self._ctl("-m", "fast", "stop")
+        self.server.pg_ctl("-w", "-m", "fast", "stop")
 
     def start(self) -> None:
-        self._ctl("-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", str(self.server.log), "start")
+        self.server.start()
 
     def restart_in_recovery(self) -> None:
         """Restart as a standby that accepts no connections: the server is in
@@ -95,7 +84,7 @@ class OwnPostgres:
         self.start()
 
     def end_recovery(self) -> None:
-        self._ctl("promote")
+        self.server.pg_ctl("-w", "promote")
 
     async def connect(self) -> Any:
         return await asyncpg.connect(host=self.socket_dir, user="postgres", database="postgres")
@@ -113,7 +102,7 @@ def own_postgres(settings: Any) -> Iterator[OwnPostgres]:
         upgrade(server.url)
         yield server
     finally:
-        server.server.cleanup()
+        server.server.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 
