@@ -163,6 +163,15 @@ class Settings(BaseSettings):
         if not self.is_production:
             return []
         problems = []
+        # Unset means "start an embedded server" (app/dev): a development
+        # convenience that production images do not even install.
+        for name, value in (
+            ("DATABASE_URL", self.database_url),
+            ("REDIS_URL", self.redis_url),
+            ("SMTP_HOST", self.smtp_host),
+        ):
+            if not value:
+                problems.append(f"{name} must be set (unset starts an embedded development server)")
         if self.secret_key == DEFAULT_SECRET_KEY or len(self.secret_key) < 32:
             problems.append("SECRET_KEY must be a random value of at least 32 characters")
         if self.payment_provider == "fake":

@@ -10,10 +10,15 @@ import pytest
 from app.core.config import DEFAULT_STRIPE_WEBHOOK_SECRET, Settings, UnsafeSettings
 
 GOOD_KEY = "k" * 40
+SERVERS = {
+    "database_url": "postgresql+asyncpg://keel@db/keel",
+    "redis_url": "redis://redis:6379/0",
+    "smtp_host": "mail",
+}
 
 
 def production(**overrides: Any) -> Settings:
-    values: dict = {"environment": "production", "secret_key": GOOD_KEY}
+    values: dict = {"environment": "production", "secret_key": GOOD_KEY, **SERVERS}
     values.update(overrides)
     return Settings(**values)
 
@@ -70,15 +75,28 @@ def test_stripe_fully_configured_starts() -> None:
 
 
 def test_every_unsafe_setting_is_reported_at_once() -> None:
-    settings = Settings(environment="production", payment_provider="stripe")
+    # (the test run's own DATABASE_URL and REDIS_URL are in the environment)
+    settings = Settings(
+        environment="production", payment_provider="stripe", database_url="", redis_url=""
+    )
     with pytest.raises(UnsafeSettings) as raised:
         settings.check_production_safety()
     message = str(raised.value)
-    for name in ("SECRET_KEY", "STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET"):
+    names = ("DATABASE_URL", "REDIS_URL", "SMTP_HOST", "SECRET_KEY", "STRIPE_API_KEY")
+    for name in (*names, "STRIPE_WEBHOOK_SECRET"):
         assert name in message
-    assert len(raised.value.problems) == 3
+    assert len(raised.value.problems) == 6
     # Still a RuntimeError: callers that caught the old error keep working.
     assert isinstance(raised.value, RuntimeError)
+
+
+@pytest.mark.parametrize("setting", sorted(SERVERS))
+def test_production_without_a_server_is_refused_naming_it(setting: str) -> None:
+    """Unset means an embedded development server, which production images
+    do not install: a production process must not start without its servers."""
+    message = refusal(production(**{setting: ""}))
+    assert setting.upper() in message
+    assert all(other.upper() not in message for other in SERVERS if other != setting)
 
 
 def test_default_secret_key_and_fake_provider_are_both_named() -> None:

@@ -101,7 +101,10 @@ def test_production_refuses_default_or_short_secret() -> None:
         Settings(environment="production").check_production_safety()
     with pytest.raises(RuntimeError):
         Settings(environment="production", secret_key="short").check_production_safety()
-    Settings(environment="production", secret_key="p" * 40).check_production_safety()
+    servers = {"database_url": "postgresql+asyncpg://db/keel", "redis_url": "redis://r"}
+    Settings(
+        environment="production", secret_key="p" * 40, smtp_host="mail", **servers
+    ).check_production_safety()
     Settings(environment="development").check_production_safety()
 
 
