@@ -94,6 +94,9 @@ def pytest_configure(config: pytest.Config) -> None:
             "DATA_DIR": str(_DATA_DIR),
         }
     )
+    # The fuzzing report (tests/e2e/test_fuzz_openapi.py) too; its summary is
+    # printed with a failure.
+    os.environ.setdefault("KEEL_FUZZ_REPORT", str(_DATA_DIR / "schemathesis.txt"))
     _ensure_model(_DATA_DIR / "models")
     config._keel_server_url = server_url  # type: ignore[attr-defined]
     config._keel_test_db = test_db  # type: ignore[attr-defined]

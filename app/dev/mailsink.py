@@ -9,6 +9,7 @@ use `MailSink` with their own handlers (counting, failing, stalling).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import threading
 import time
@@ -63,9 +64,7 @@ class MailSink:
         self._server: Optional[asyncio.AbstractServer] = None
         # Weak: a session that has hung up is forgotten with its connection.
         self._sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="mail-sink", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="mail-sink", daemon=True)
 
     @property
     def native_id(self) -> int:
@@ -75,6 +74,12 @@ class MailSink:
     @property
     def address(self) -> Tuple[str, int]:
         return self.host, self.port
+
+    def _run(self) -> None:
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
 
     def start(self) -> MailSink:
         self._thread.start()
@@ -92,6 +97,11 @@ class MailSink:
         self.port = self._server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
+        """Stop listening, end every open SMTP session and close the loop. A
+        session left pending on a loop that never closes is destroyed at
+        interpreter exit, when asyncio can no longer report it ("Exception
+        ignored in: <function Task.__del__> ... '_PENDING'")."""
+
         async def close() -> None:
             if self._server is not None:
                 self._server.close()
@@ -102,6 +112,10 @@ class MailSink:
                         session.transport.close()
                 self._sessions.clear()
                 await self._server.wait_closed()
+            sessions = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in sessions:
+                task.cancel()
+            await asyncio.gather(*sessions, return_exceptions=True)
 
         if self._thread.is_alive():
             asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=10)
@@ -117,12 +131,24 @@ def mail_folder(data_dir: Path) -> Path:
     return (data_dir / "mail").resolve()
 
 
+def stop_mail_sinks() -> None:
+    """Stop every sink `embedded_mail_sink` started (also run at exit)."""
+    with _sinks_lock:
+        sinks = list(_sinks.values())
+        _sinks.clear()
+    for sink in sinks:
+        sink.stop()
+
+
 def embedded_mail_sink(data_dir: Path, port: int = 0) -> MailSink:
-    """This process's sink storing mail under `<data_dir>/mail` (started once)."""
+    """This process's sink storing mail under `<data_dir>/mail` (started once,
+    stopped at exit)."""
     folder = mail_folder(data_dir)
     with _sinks_lock:
         sink = _sinks.get(str(folder))
         if sink is None:
+            if not _sinks:
+                atexit.register(stop_mail_sinks)
             sink = MailSink(StoringHandler(folder, keep_in_memory=False), port=port).start()
             _sinks[str(folder)] = sink
             logger.info("embedded SMTP sink on %s:%d storing mail in %s", *sink.address, folder)
