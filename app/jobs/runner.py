@@ -38,10 +38,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 import app.models  # noqa: F401 - every mapper configured before the first query
 from app.core.config import Settings, get_settings
 from app.core.security import utcnow
+from app.integrations.mailer import MailPermanentError, MailTransientError
 from app.jobs import metrics, repository
 from app.jobs.models import DEAD, QUEUED, RETRYING, RUNNING, SUCCEEDED, Job
 from app.jobs.outbox import OutboundMessage, publish_after_commit, relay
-from app.services.mailer import MailPermanentError, MailTransientError
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ async def _record_failure(
 # --------------------------------------------------------------- worker runtime
 
 # Jobs of one message run on up to this many lanes at once, each lane with
-# its own database connection (and SMTP connection, see app/services/mailer.py).
+# its own database connection (and SMTP connection, see app/integrations/mailer.py).
 # A job mostly waits for PostgreSQL and the SMTP server: one at a time, a
 # pool process leaves its core idle between round trips.
 JOB_LANES = 4
@@ -257,7 +257,7 @@ class Runtime:
 
     def close(self) -> None:
         from app.core.db import db
-        from app.services.mailer import close_mailer
+        from app.integrations.mailer import close_mailer
 
         try:
             self.loop.run_until_complete(close_mailer())

@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import AppError, BadRequest, ServiceUnavailable, UnprocessableEntity
+from app.integrations import stripe as provider
 from app.ledger import idempotency
 from app.ledger import service as ledger_service
 from app.ledger.currencies import NOT_CENT_BASED
@@ -36,7 +37,6 @@ from app.ledger.money import minor_to_money, money_to_minor
 from app.payments import repository
 from app.payments.models import DECLINED, SUCCEEDED, Payment
 from app.payments.schemas import PaymentOut
-from app.services import stripe as provider
 
 logger = logging.getLogger(__name__)
 
