@@ -278,7 +278,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     # Every model mapped before any command touches the database: a model's
     # relationships name other models by string, resolved only once all are imported.
     import app.models  # noqa: F401
+    from app.dev import register_embedded_defaults
 
+    register_embedded_defaults()
     try:
         return int(args.func(args) or 0)
     except UnsafeSettings as unsafe:

@@ -20,6 +20,7 @@ from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.core.redis import close_redis
 from app.core.responses import ORJSONUTCResponse
+from app.dev import register_embedded_defaults
 from app.emails.router import router as emails_router
 from app.ingestion.router import router as ingestion_router
 from app.jobs.router import router as jobs_router
@@ -50,6 +51,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Optional[Settings] = None) -> FastAPI:
     settings = settings or get_settings()
+    register_embedded_defaults()
     configure_logging(settings.log_level, settings.json_logs)
     app = FastAPI(
         title="keel",

@@ -39,13 +39,23 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# What an unset DATABASE_URL means. app/dev registers keel's embedded
+# PostgreSQL here (`register_embedded_defaults`), so core depends on nothing above it.
+_default_database_url: Optional[Callable[[Settings], str]] = None
+
+
+def set_default_database_url(provider: Optional[Callable[[Settings], str]]) -> None:
+    global _default_database_url
+    _default_database_url = provider
+
+
 def resolve_database_url(settings: Settings) -> str:
-    """DATABASE_URL when set, otherwise the embedded PostgreSQL (started on demand)."""
+    """DATABASE_URL when set, otherwise the registered default (embedded PostgreSQL)."""
     if settings.database_url:
         return settings.database_url
-    from app.dev.embedded import embedded_database_url
-
-    return embedded_database_url(settings.data_dir)
+    if _default_database_url is None:
+        raise RuntimeError("DATABASE_URL is not set and no embedded default is registered")
+    return _default_database_url(settings)
 
 
 def install_idle_pre_ping(engine: AsyncEngine, idle_seconds: float) -> None:

@@ -16,7 +16,6 @@ import queue
 import threading
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, AsyncIterator, Dict, List, Optional
 
 from sqlalchemy import event
@@ -25,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from app.jobs import repository
 from app.jobs.models import Job
+from app.jobs.publisher import OutboundMessage, Publisher
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +33,6 @@ _PENDING_KEY = "keel_outbox_pending"
 # latency it adds to a job, in exchange for sharing broker messages (see
 # app/jobs/publisher.py) when jobs arrive faster than one per few ms.
 LINGER_SECONDS = 0.05
-
-
-@dataclass(frozen=True)
-class OutboundMessage:
-    job_id: int
-    kind: str
-    countdown: Optional[float] = None
 
 
 async def enqueue_job(
@@ -190,8 +183,6 @@ class Relay:
                 self._thread.start()
 
     def _run(self) -> None:
-        from app.jobs.publisher import Publisher
-
         generation = self._generation
         publisher = Publisher(self._broker_url)
         while True:

@@ -10,7 +10,8 @@ from app.core.errors import Conflict, NotFound
 from app.core.security import utcnow
 from app.jobs import repository
 from app.jobs.models import DEAD, QUEUED, Job
-from app.jobs.outbox import OutboundMessage, enqueue_job, publish_after_commit
+from app.jobs.outbox import enqueue_job, publish_after_commit
+from app.jobs.publisher import OutboundMessage
 from app.users.models import User
 
 __all__ = ["enqueue_job", "get_job", "list_jobs", "retry_job", "JobNotDead"]

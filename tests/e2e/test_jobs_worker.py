@@ -226,8 +226,7 @@ async def test_killed_pool_child_mid_batch_runs_each_job_of_the_batch_once(
 ) -> None:
     from sqlalchemy import text
 
-    from app.jobs.outbox import OutboundMessage
-    from app.jobs.publisher import Publisher
+    from app.jobs.publisher import OutboundMessage, Publisher
     from app.jobs.runner import JOB_LANES
     from app.users.service import SEND_WELCOME_EMAIL
 
