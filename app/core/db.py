@@ -9,7 +9,7 @@ from typing import Any, AsyncContextManager, AsyncIterator, Callable, Dict, List
 
 import asyncpg
 from fastapi import Depends
-from sqlalchemy import Executable, MetaData, Result, Select, event
+from sqlalchemy import MetaData, Select, event
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -155,30 +155,23 @@ _ASYNCPG_DIALECT = asyncpg_dialect.dialect()
 
 
 class Reader:
-    """Runs read-only statements, each in autocommit mode on a connection
-    checked out for that statement alone.
+    """The one read path beside the request's session: `fetch` runs one
+    `PreparedRead` in autocommit mode on a pooled connection checked out for
+    that statement alone, on the asyncpg connection itself, and returns
+    asyncpg records.
 
-    A one-statement read costs one round trip (no BEGIN/COMMIT), sees one
-    consistent snapshot, and holds a pool connection only while PostgreSQL
-    works, not while the request renders its response. No ORM session:
-    `execute` returns Core rows in a buffered result, usable after the
-    connection went back to the pool.
-
-    `fetch` runs a `PreparedRead` on the asyncpg connection itself and returns
-    asyncpg records: for the hottest reads, where SQLAlchemy's execution and
-    result machinery cost as much as the query. Errors map as on the
+    Why it exists: the hot reads (the auth standing, `GET /api/posts`, `GET
+    /api/users/me`) are one statement each. Here that costs one round trip
+    (no BEGIN/COMMIT), sees one consistent snapshot, holds a pool connection
+    only while PostgreSQL works, and skips SQLAlchemy's execution and result
+    machinery, which cost as much as the query (bench/README.md). Never for
+    writes: those go through the request's `DbSession`. Errors map as on the
     SQLAlchemy path: connection failures become 503 `database_unavailable`
     (the connection is discarded), a statement timeout 503 `database_timeout`.
     """
 
     def __init__(self, connect: Callable[[], AsyncContextManager[Any]]) -> None:
         self._connect = connect
-
-    async def execute(
-        self, statement: Executable, parameters: Optional[Dict[str, Any]] = None
-    ) -> Result[Any]:
-        async with self._connect() as connection:
-            return await connection.execute(statement, parameters)
 
     async def fetch(self, read: PreparedRead, parameters: Dict[str, Any]) -> List[Any]:
         async with self._connect() as connection:

@@ -3,7 +3,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from app.auth.dependencies import CurrentUser
-from app.core.db import DbSession
 from app.core.pagination import NoQuery
 from app.core.routing import KeelRoute
 from app.core.schemas import error_responses
@@ -36,11 +35,8 @@ _MULTIPART_BODY = {
     openapi_extra=_MULTIPART_BODY,
     summary="Summarize a CSV file (multipart field `file`)",
 )
-async def upload_csv(request: Request, user: CurrentUser, session: DbSession) -> CsvUploadOut:
-    # The body is read here, not by FastAPI (which would spool the whole file
-    # first). The user is loaded: give the pooled connection back for the
-    # duration of the upload.
-    await session.close()
+async def upload_csv(request: Request, user: CurrentUser) -> CsvUploadOut:
+    # The body is read here, not by FastAPI (which would spool the whole file first).
     settings = request.app.state.settings
     result = await service.summarize_csv_upload(
         request.receive,

@@ -71,11 +71,9 @@ async def list_owned_accounts(
     return list((await session.execute(stmt)).scalars().all())
 
 
-# The transfer is the hot path: its two statements go straight to the
-# asyncpg connection of the session's open transaction (SQLAlchemy's
-# execution layer costs more CPU than the statements themselves). When the
-# driver has no transaction open yet (the service called first thing in a
-# fresh session), they run through SQLAlchemy, which begins one.
+# The transfer is the hot path: two hand-written statements (lock the pair,
+# then every write in one CTE), run in the session's transaction through
+# SQLAlchemy's `exec_driver_sql` (no statement compilation per request).
 _LOCK_PAIR_SQL = """
     SELECT id, owner_id, currency, balance FROM accounts
     WHERE id IN ($1, $2)
@@ -107,11 +105,7 @@ _WRITE_TRANSFER_SQL = """
 async def _fetch(session: AsyncSession, sql: str, *args: Any) -> List[Sequence[Any]]:
     """Rows of a hot-path statement, inside the session's transaction."""
     connection = await session.connection()
-    pooled = await connection.get_raw_connection()
-    driver = pooled.driver_connection
-    if driver is not None and driver.is_in_transaction():
-        return list(await driver.fetch(sql, *args))
-    # numeric_dollar is the asyncpg dialect's paramstyle: the same SQL works.
+    # numeric_dollar is the asyncpg dialect's paramstyle: `$n` SQL as written.
     result = await connection.exec_driver_sql(sql, tuple(args))
     return list(result.all())
 

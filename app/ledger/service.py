@@ -9,27 +9,22 @@ on errors and the replay must find it.
 
 Retries. Locks are always taken in ascending account id order (and the
 idempotency row before any account), so deadlocks should not happen; if
-PostgreSQL still reports a deadlock or serialization failure (40P01/40001),
-the whole transaction is rolled back and run again, a bounded number of
-times with jittered backoff. Nothing was committed by the failed attempt, so
-a retry can never apply a transfer twice.
+PostgreSQL still reports one, `run_with_retry` (app/core/transactions.py)
+runs the whole transaction again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from decimal import Decimal
-from typing import Awaitable, Callable, List, Optional, Tuple, TypeVar
+from typing import List, Optional, Tuple, TypeVar
 
-import asyncpg
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import AppError, BadRequest, NotFound, UnprocessableEntity
+from app.core.transactions import run_with_retry
 from app.ledger import idempotency, repository
-from app.ledger.metrics import TRANSACTION_RETRIES, TRANSFERS
+from app.ledger.metrics import TRANSFERS
 from app.ledger.models import Account, LedgerEntry
 from app.ledger.money import format_money
 from app.ledger.schemas import TransferOut
@@ -37,9 +32,6 @@ from app.ledger.schemas import TransferOut
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
-MAX_ATTEMPTS = 5
 
 
 class AccountNotFound(NotFound):
@@ -82,32 +74,6 @@ class SameAccount(UnprocessableEntity):
                 }
             ]
         )
-
-
-def _sqlstate(error: Exception) -> Optional[str]:
-    # SQLAlchemy wraps the driver error in .orig; the transfer's hot path
-    # raises asyncpg's own errors, which carry .sqlstate themselves.
-    return getattr(getattr(error, "orig", error), "sqlstate", None)
-
-
-def is_retryable(error: Exception) -> bool:
-    return _sqlstate(error) in RETRYABLE_SQLSTATES
-
-
-async def run_with_retry(session: AsyncSession, attempt: Callable[[], Awaitable[T]]) -> T:
-    """Run `attempt` (one whole transaction's work in `session`); on a
-    deadlock or serialization failure roll back and run it again."""
-    for number in range(1, MAX_ATTEMPTS + 1):
-        try:
-            return await attempt()
-        except (DBAPIError, asyncpg.PostgresError) as error:
-            if not is_retryable(error) or number == MAX_ATTEMPTS:
-                raise
-            TRANSACTION_RETRIES.inc()
-            logger.warning("transaction retry %d after sqlstate %s", number, _sqlstate(error))
-            await session.rollback()
-            await asyncio.sleep(random.uniform(0, 0.005 * 2**number))
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # ------------------------------------------------------------------ accounts

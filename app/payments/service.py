@@ -28,13 +28,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import AppError, BadRequest, ServiceUnavailable, UnprocessableEntity
+from app.core.transactions import run_with_retry
 from app.integrations import stripe as provider
 from app.ledger import idempotency
 from app.ledger import service as ledger_service
 from app.ledger.currencies import NOT_CENT_BASED
-from app.ledger.metrics import PAYMENTS, WEBHOOK_EVENTS
 from app.ledger.money import minor_to_money, money_to_minor
 from app.payments import repository
+from app.payments.metrics import PAYMENTS, WEBHOOK_EVENTS
 from app.payments.models import DECLINED, SUCCEEDED, Payment
 from app.payments.schemas import PaymentOut
 
@@ -136,7 +137,7 @@ async def pay_account(
             request_hash=request_hash,
         )
 
-    payment, claim = await ledger_service.run_with_retry(session, open_payment)
+    payment, claim = await run_with_retry(session, open_payment)
     if payment is None:
         assert claim is not None and claim.has_response
         PAYMENTS.labels("replayed").inc()
@@ -174,7 +175,7 @@ async def pay_account(
             await idempotency.record_response(session, claim, status=200, body=out.model_dump())
         return out
 
-    out = await ledger_service.run_with_retry(session, settle)
+    out = await run_with_retry(session, settle)
     PAYMENTS.labels("succeeded").inc()
     return out
 
@@ -299,7 +300,7 @@ async def handle_webhook(
                     session, event_row_id=event_row_id, payment_id=payment_id
                 )
 
-    await ledger_service.run_with_retry(session, apply)
+    await run_with_retry(session, apply)
 
 
 async def _apply_intent_succeeded(session: AsyncSession, event: Dict[str, Any]) -> Optional[int]:
