@@ -131,8 +131,9 @@ def cmd_create_superuser(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
     from sqlalchemy.exc import DBAPIError
 
+    from app.users.errors import EmailTaken
     from app.users.schemas import UserCreate
-    from app.users.service import EmailTaken, normalize_email
+    from app.users.service import normalize_email
 
     email = normalize_email(args.email)
     try:

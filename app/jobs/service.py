@@ -6,19 +6,15 @@ from typing import List, Optional, Tuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import Conflict, NotFound
+from app.core.errors import NotFound
 from app.core.security import Principal, utcnow
 from app.jobs import repository
+from app.jobs.errors import JobNotDead
 from app.jobs.models import DEAD, QUEUED, Job
 from app.jobs.outbox import enqueue_job, publish_after_commit
 from app.jobs.publisher import OutboundMessage
 
-__all__ = ["enqueue_job", "get_job", "list_jobs", "retry_job", "JobNotDead"]
-
-
-class JobNotDead(Conflict):
-    code = "job_not_dead"
-    message = "Only dead jobs can be retried"
+__all__ = ["enqueue_job", "get_job", "list_jobs", "retry_job"]
 
 
 async def get_job(session: AsyncSession, *, job_id: int, viewer: Principal) -> Job:

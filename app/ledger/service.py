@@ -21,9 +21,10 @@ from typing import List, Optional, Tuple, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import AppError, BadRequest, NotFound, UnprocessableEntity
+from app.core.errors import AppError
 from app.core.transactions import run_with_retry
 from app.ledger import idempotency, repository
+from app.ledger.errors import AccountNotFound, CurrencyMismatch, InsufficientFunds, SameAccount
 from app.ledger.metrics import TRANSFERS
 from app.ledger.models import Account, LedgerEntry
 from app.ledger.money import format_money
@@ -32,48 +33,6 @@ from app.ledger.schemas import TransferOut
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class AccountNotFound(NotFound):
-    message = "Account not found"
-
-
-class InsufficientFunds(BadRequest):
-    code = "insufficient_funds"
-    message = "Insufficient funds"
-
-
-class CurrencyMismatch(UnprocessableEntity):
-    """422 in the shape of a validation error (the spec lists it with them)."""
-
-    def __init__(self, from_currency: str, to_currency: str) -> None:
-        super().__init__(
-            detail=[
-                {
-                    "type": "currency_mismatch",
-                    "loc": ["body", "to_account_id"],
-                    "msg": (
-                        f"Currency mismatch: the from-account holds {from_currency}, "
-                        f"the to-account holds {to_currency}"
-                    ),
-                    "input": None,
-                }
-            ]
-        )
-
-
-class SameAccount(UnprocessableEntity):
-    def __init__(self) -> None:
-        super().__init__(
-            detail=[
-                {
-                    "type": "same_account",
-                    "loc": ["body", "to_account_id"],
-                    "msg": "from_account_id and to_account_id must differ",
-                    "input": None,
-                }
-            ]
-        )
 
 
 # ------------------------------------------------------------------ accounts

@@ -27,7 +27,6 @@ from typing import Any, Dict, Optional, Tuple
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import AppError, BadRequest, ServiceUnavailable, UnprocessableEntity
 from app.core.transactions import run_with_retry
 from app.integrations import stripe as provider
 from app.ledger import idempotency
@@ -35,6 +34,14 @@ from app.ledger import service as ledger_service
 from app.ledger.currencies import NOT_CENT_BASED
 from app.ledger.money import minor_to_money, money_to_minor
 from app.payments import repository
+from app.payments.errors import (
+    CurrencyNotPayable,
+    InvalidEvent,
+    InvalidSignature,
+    PaymentDeclined,
+    PaymentProviderError,
+    PaymentsDisabled,
+)
 from app.payments.metrics import PAYMENTS, WEBHOOK_EVENTS
 from app.payments.models import DECLINED, SUCCEEDED, Payment
 from app.payments.schemas import PaymentOut
@@ -42,52 +49,6 @@ from app.payments.schemas import PaymentOut
 logger = logging.getLogger(__name__)
 
 PAY_PATH = "/api/pay"
-
-
-class PaymentDeclined(AppError):
-    status_code = 402
-    code = "payment_declined"
-    message = "The payment was declined"
-
-
-class PaymentProviderError(AppError):
-    status_code = 502
-    code = "payment_provider_error"
-    message = "The payment provider did not answer; nothing was charged to the account, retry"
-
-
-class PaymentsDisabled(ServiceUnavailable):
-    code = "payments_disabled"
-    message = "Payments are disabled: no payment provider is configured"
-    # A configuration state, not a blip: retrying within the hour is pointless.
-    RETRY_AFTER_SECONDS = 3600
-
-    def __init__(self) -> None:
-        super().__init__(retry_after=self.RETRY_AFTER_SECONDS)
-
-
-class CurrencyNotPayable(UnprocessableEntity):
-    def __init__(self, currency: str) -> None:
-        super().__init__(
-            detail=[
-                {
-                    "type": "currency_not_payable",
-                    "loc": ["body", "account_id"],
-                    "msg": f"Top-ups in minor units are not supported for {currency} accounts",
-                    "input": None,
-                }
-            ]
-        )
-
-
-class InvalidSignature(BadRequest):
-    code = "invalid_signature"
-    message = "Invalid webhook signature"
-
-
-class InvalidEvent(BadRequest):
-    code = "invalid_event"
-    message = "Malformed webhook event"
 
 
 def provider_key(payment_id: int) -> str:

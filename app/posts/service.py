@@ -7,19 +7,10 @@ from typing import Any, List, Optional, Tuple
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import Reader
-from app.core.errors import Forbidden, NotFound
 from app.core.security import Principal
 from app.posts import repository
+from app.posts.errors import NotAuthor, PostNotFound
 from app.posts.models import Post
-
-
-class NotAuthor(Forbidden):
-    code = "not_author"
-    message = "Only the author may change this post"
-
-
-class PostNotFound(NotFound):
-    message = "Post not found"
 
 
 async def create_post(session: AsyncSession, *, author: Principal, title: str, body: str) -> Post:

@@ -7,16 +7,12 @@ from typing import Any, Dict, List, Optional, Tuple
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import Reader
-from app.core.errors import Conflict, InvalidToken, NotFound
+from app.core.errors import InvalidToken, NotFound
 from app.core.security import hash_password
 from app.jobs.service import enqueue_job
 from app.users import repository
+from app.users.errors import EmailTaken
 from app.users.models import User
-
-
-class EmailTaken(Conflict):
-    code = "email_taken"
-    message = "An account with this email already exists"
 
 
 def normalize_email(email: str) -> str:
