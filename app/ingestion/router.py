@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from typing import Dict
+
 from fastapi import APIRouter, Request
 
 from app.auth.dependencies import CurrentUser
+from app.core.config import Settings
 from app.core.pagination import NoQuery
 from app.core.routing import KeelRoute
 from app.core.schemas import error_responses
@@ -10,6 +13,18 @@ from app.ingestion import service
 from app.ingestion.schemas import CsvUploadOut
 
 router = APIRouter(prefix="/api", tags=["ingestion"], route_class=KeelRoute)
+
+UPLOAD_PATH = "/api/upload-csv"
+# Over the limit, the upload answers 413 with this code (docs/api.md).
+UPLOAD_LIMIT_CODES: Dict[str, str] = {UPLOAD_PATH: "file_too_large"}
+
+
+def upload_body_limits(settings: Settings) -> Dict[str, int]:
+    """The upload route's own body limit (app.main gives it to the body size
+    middleware): MAX_UPLOAD_BYTES of file plus room for the multipart framing.
+    The service counts the file's own bytes against MAX_UPLOAD_BYTES."""
+    return {UPLOAD_PATH: settings.max_upload_bytes + 64 * 1024}
+
 
 _MULTIPART_BODY = {
     "requestBody": {
