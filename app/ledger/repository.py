@@ -12,12 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.pagination import PageQuery, fetch_page
 from app.ledger.models import Account, IdempotencyKey, LedgerEntry
 
 
@@ -53,22 +54,18 @@ async def get_owned_account(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def count_owned_accounts(session: AsyncSession, owner_id: int) -> int:
-    stmt = select(func.count(Account.id)).where(Account.owner_id == owner_id)
-    return int((await session.execute(stmt)).scalar_one())
+_OWNED_ACCOUNTS = PageQuery(
+    lambda: select(Account).where(Account.owner_id == bindparam("owner_id")).order_by(Account.id)
+)
 
 
 async def list_owned_accounts(
     session: AsyncSession, *, owner_id: int, limit: int, offset: int
-) -> List[Account]:
-    stmt = (
-        select(Account)
-        .where(Account.owner_id == owner_id)
-        .order_by(Account.id)
-        .limit(limit)
-        .offset(offset)
+) -> Tuple[List[Account], int]:
+    """A page of the owner's accounts, oldest first, and the total."""
+    return await fetch_page(
+        session, _OWNED_ACCOUNTS, limit=limit, offset=offset, params={"owner_id": owner_id}
     )
-    return list((await session.execute(stmt)).scalars().all())
 
 
 # The transfer is the hot path: two hand-written statements (lock the pair,
@@ -156,22 +153,22 @@ async def credit_account(
 # ------------------------------------------------------------------ entries
 
 
-async def count_entries(session: AsyncSession, account_id: int) -> int:
-    stmt = select(func.count(LedgerEntry.id)).where(LedgerEntry.account_id == account_id)
-    return int((await session.execute(stmt)).scalar_one())
+_ENTRIES = PageQuery(
+    lambda: (
+        select(LedgerEntry)
+        .where(LedgerEntry.account_id == bindparam("account_id"))
+        .order_by(LedgerEntry.id.desc())
+    )
+)
 
 
 async def list_entries(
     session: AsyncSession, *, account_id: int, limit: int, offset: int
-) -> List[LedgerEntry]:
-    stmt = (
-        select(LedgerEntry)
-        .where(LedgerEntry.account_id == account_id)
-        .order_by(LedgerEntry.id.desc())
-        .limit(limit)
-        .offset(offset)
+) -> Tuple[List[LedgerEntry], int]:
+    """A page of the account's entries, newest first, and the total."""
+    return await fetch_page(
+        session, _ENTRIES, limit=limit, offset=offset, params={"account_id": account_id}
     )
-    return list((await session.execute(stmt)).scalars().all())
 
 
 # ------------------------------------------------------------------ idempotency

@@ -53,11 +53,9 @@ async def get_account(session: AsyncSession, *, account_id: int, owner_id: int) 
 async def list_accounts(
     session: AsyncSession, *, owner_id: int, limit: int, offset: int
 ) -> Tuple[List[Account], int]:
-    total = await repository.count_owned_accounts(session, owner_id)
-    items = await repository.list_owned_accounts(
+    return await repository.list_owned_accounts(
         session, owner_id=owner_id, limit=limit, offset=offset
     )
-    return items, total
 
 
 async def list_entries(
@@ -65,11 +63,7 @@ async def list_entries(
 ) -> Tuple[List[LedgerEntry], int]:
     """Entries of the owner's account, newest first. Raises AccountNotFound."""
     await get_account(session, account_id=account_id, owner_id=owner_id)
-    total = await repository.count_entries(session, account_id)
-    items = await repository.list_entries(
-        session, account_id=account_id, limit=limit, offset=offset
-    )
-    return items, total
+    return await repository.list_entries(session, account_id=account_id, limit=limit, offset=offset)
 
 
 # ------------------------------------------------------------------ transfers
