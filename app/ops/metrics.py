@@ -72,7 +72,7 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        # labels() hashes and looks up its arguments on every call (~5 µs each
+        # labels() hashes and looks up its arguments on every call (costly
         # under gunicorn's multiprocess mode); the label sets are few, so keep
         # the children.
         self._children: Dict[Tuple[str, str, int], Tuple[Any, Any]] = {}
