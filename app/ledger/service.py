@@ -2,8 +2,8 @@
 
 Transaction model. Every function here works in the caller's session (the
 request's `DbSession`, committed after the endpoint returns and before the
-response is sent). `transfer_funds` is the one exception to "services never
-commit": when it stores an *error* response under an Idempotency-Key it
+response is sent). `transfer_funds` is one of the exceptions to "services do not
+commit" (docs/design.md): when it stores an *error* response under an Idempotency-Key it
 commits that record before raising, because the request session rolls back
 on errors and the replay must find it.
 

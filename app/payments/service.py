@@ -1,7 +1,8 @@
 """Top-ups: charge through the provider, credit the account exactly once.
 
-Transactions of `pay_account` (the one service that commits on its own,
-because the provider must never be called inside an open transaction):
+Transactions of `pay_account` (it commits on its own, one of the exceptions
+listed in docs/design.md, because the provider must never be called inside
+an open transaction):
 
 1. claim the Idempotency-Key, check the account, insert a `pending` payment;
    **commit**;
