@@ -18,8 +18,8 @@ from fastapi.encoders import jsonable_encoder
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import AppError, Conflict, error_body
-from app.ledger import repository
-from app.ledger.errors import IdempotencyKeyReused, ReplayedError
+from app.idempotency import repository
+from app.idempotency.errors import IdempotencyKeyReused, ReplayedError
 
 MAX_KEY_LENGTH = 255
 

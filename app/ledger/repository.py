@@ -1,5 +1,4 @@
-"""All SQL of the ledger domain: accounts, row locks, transfers, entries,
-idempotency records.
+"""All SQL of the ledger domain: accounts, row locks, transfers, entries.
 
 The transfer path is hot: it uses two statements (lock, then one
 data-modifying CTE that updates both balances and writes the transfer and its
@@ -15,11 +14,10 @@ from decimal import Decimal
 from typing import Any, List, Optional, Sequence, Tuple
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.pagination import PageQuery, fetch_page
-from app.ledger.models import Account, IdempotencyKey, LedgerEntry
+from app.ledger.models import Account, LedgerEntry
 
 
 @dataclass(frozen=True)
@@ -169,43 +167,3 @@ async def list_entries(
     return await fetch_page(
         session, _ENTRIES, limit=limit, offset=offset, params={"account_id": account_id}
     )
-
-
-# ------------------------------------------------------------------ idempotency
-
-
-async def insert_idempotency_key(
-    session: AsyncSession, *, user_id: int, key: str, request_hash: str
-) -> Optional[int]:
-    """Claim a key: its new id, or None when it exists. A concurrent claim of
-    the same key waits here until the first transaction ends, so exactly one
-    of them proceeds."""
-    stmt = (
-        insert(IdempotencyKey)
-        .values(user_id=user_id, key=key, request_hash=request_hash)
-        .on_conflict_do_nothing(index_elements=[IdempotencyKey.user_id, IdempotencyKey.key])
-        .returning(IdempotencyKey.id)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
-
-
-async def get_idempotency_key(
-    session: AsyncSession, *, user_id: int, key: str
-) -> Optional[IdempotencyKey]:
-    stmt = (
-        select(IdempotencyKey)
-        .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
-        .execution_options(populate_existing=True)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
-
-
-async def store_idempotent_response(
-    session: AsyncSession, *, key_id: int, status: int, body: Any
-) -> None:
-    stmt = (
-        update(IdempotencyKey)
-        .where(IdempotencyKey.id == key_id)
-        .values(response_status=status, response_body=body)
-    )
-    await session.execute(stmt)

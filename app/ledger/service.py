@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import AppError
 from app.core.transactions import run_with_retry
-from app.ledger import idempotency, repository
+from app.idempotency import service as idempotency
+from app.ledger import repository
 from app.ledger.errors import AccountNotFound, CurrencyMismatch, InsufficientFunds, SameAccount
 from app.ledger.metrics import TRANSFERS
 from app.ledger.models import Account, LedgerEntry

@@ -29,8 +29,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.transactions import run_with_retry
+from app.idempotency import service as idempotency
 from app.integrations import stripe as provider
-from app.ledger import idempotency
 from app.ledger import service as ledger_service
 from app.ledger.currencies import NOT_CENT_BASED
 from app.ledger.money import minor_to_money, money_to_minor
