@@ -131,8 +131,9 @@ def cmd_create_superuser(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
     from sqlalchemy.exc import DBAPIError
 
+    from app.users.errors import EmailTaken
     from app.users.schemas import UserCreate
-    from app.users.service import EmailTaken, normalize_email
+    from app.users.service import normalize_email
 
     email = normalize_email(args.email)
     try:
@@ -278,7 +279,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     # Every model mapped before any command touches the database: a model's
     # relationships name other models by string, resolved only once all are imported.
     import app.models  # noqa: F401
+    from app.dev import register_embedded_defaults
 
+    register_embedded_defaults()
     try:
         return int(args.func(args) or 0)
     except UnsafeSettings as unsafe:

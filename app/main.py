@@ -21,7 +21,9 @@ from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.core.redis import close_redis
 from app.core.responses import ORJSONUTCResponse
+from app.dev import register_embedded_defaults
 from app.emails.router import router as emails_router
+from app.ingestion.router import UPLOAD_LIMIT_CODES, upload_body_limits
 from app.ingestion.router import router as ingestion_router
 from app.jobs.router import router as jobs_router
 from app.ledger.router import router as ledger_router
@@ -51,6 +53,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Optional[Settings] = None) -> FastAPI:
     settings = settings or get_settings()
+    register_embedded_defaults()
     configure_logging(settings.log_level, settings.json_logs)
     app = FastAPI(
         title="keel",
@@ -80,13 +83,11 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         app.include_router(router)
     mount_admin(app, settings)  # the operators' console at /admin (app/admin)
 
-    # Upload endpoints count their own bytes against MAX_UPLOAD_BYTES.
-    upload_limits = {"/api/upload-csv": settings.max_upload_bytes + 64 * 1024}
     app.add_middleware(
         BodySizeLimitMiddleware,
         default_limit=settings.max_body_bytes,
-        overrides=upload_limits,
-        codes={"/api/upload-csv": "file_too_large"},
+        overrides=upload_body_limits(settings),
+        codes=UPLOAD_LIMIT_CODES,
     )
     if settings.cors_origins:
         app.add_middleware(

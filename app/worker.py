@@ -5,9 +5,12 @@ jobs of that kind per message (app/jobs). Delivery
 is at-least-once: acks_late + reject_on_worker_lost put a task whose pool
 process died back on the queue, and the job rows make re-runs harmless.
 
-Each pool process gets one event loop and one async engine, created when
-the process starts (worker_process_init), and reused SMTP connections (one
-per job running at once); all closed when it stops. The worker's main process runs the outbox sweep.
+This module imports no jobs code (the job modules import it). The worker's
+process signals are wired in app/jobs/runner.py, the first module the worker
+imports (`imports` below): each pool process gets one event loop and one
+async engine, created when the process starts (worker_process_init), and
+reused SMTP connections (one per job running at once); all closed when it
+stops. Each pool process also runs the outbox sweep.
 """
 
 from __future__ import annotations
@@ -17,18 +20,14 @@ from typing import Any, Dict
 from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery
-from celery.signals import (
-    worker_process_init,
-    worker_process_shutdown,
-    worker_ready,
-    worker_shutdown,
-)
 
 from app.core.config import get_settings
+from app.dev import register_embedded_defaults
 
 logger = logging.getLogger(__name__)
 
-TASK_MODULES = ("app.emails.tasks", "app.users.tasks", "app.auth.tasks")
+# app.jobs.runner first: it wires the worker's process signals.
+TASK_MODULES = ("app.jobs.runner", "app.emails.tasks", "app.users.tasks", "app.auth.tasks")
 QUEUE = "keel"
 
 
@@ -44,6 +43,7 @@ def broker_url_from_redis_url(url: str) -> str:
 def _config() -> Dict[str, Any]:
     from app.core.redis import resolve_redis_url
 
+    register_embedded_defaults()
     settings = get_settings()
     return {
         "broker_url": broker_url_from_redis_url(resolve_redis_url(settings)),
@@ -79,42 +79,3 @@ def _config() -> Dict[str, Any]:
 
 celery_app = Celery("keel", set_as_current=True)
 celery_app.add_defaults(_config)
-
-
-# The outbox sweep runs in every pool process, never in the parent: a
-# prefork parent that held DB/Redis sockets would hand copies to each child
-# it forks, and a child closing a stale copy (after billiard closed and
-# reused the descriptor number) would cut one of its own live connections.
-@worker_process_init.connect
-def _start_process_runtime(**_: Any) -> None:
-    from app.jobs.runner import start_runtime
-    from app.jobs.sweep import start_sweeper
-
-    start_runtime()
-    start_sweeper()
-
-
-@worker_process_shutdown.connect
-def _stop_process_runtime(**_: Any) -> None:
-    from app.jobs.runner import stop_runtime
-    from app.jobs.sweep import stop_sweeper
-
-    stop_sweeper()
-    stop_runtime()
-
-
-@worker_ready.connect
-def _start_sweep_in_solo_worker(sender: Any = None, **_: Any) -> None:
-    # The solo pool has no child processes: the worker itself sweeps.
-    pool = getattr(sender, "pool", None)
-    if pool is not None and "solo" in type(pool).__module__:
-        from app.jobs.sweep import start_sweeper
-
-        start_sweeper()
-
-
-@worker_shutdown.connect
-def _stop_sweep(**_: Any) -> None:
-    from app.jobs.sweep import stop_sweeper
-
-    stop_sweeper()

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.core.config import get_settings
 from app.core.db import resolve_database_url
+from app.dev import register_embedded_defaults
 from app.models import Base
 
 config = context.config
@@ -20,6 +21,7 @@ target_metadata = Base.metadata
 
 
 def _url() -> str:
+    register_embedded_defaults()
     return (
         config.attributes.get("url")
         or context.get_x_argument(as_dictionary=True).get("url")

@@ -176,7 +176,6 @@ async def client(app: Any, session: Any) -> AsyncIterator[Any]:
 
     from app.auth import principal
     from app.core.db import Reader, get_db, get_reader
-    from app.jobs.outbox import DirectOutbox, SessionOutbox, get_direct_outbox
 
     async def override_get_db() -> AsyncIterator[Any]:
         yield session
@@ -189,19 +188,14 @@ async def client(app: Any, session: Any) -> AsyncIterator[Any]:
     async def override_get_reader() -> Reader:
         return Reader(shared_session)
 
-    async def override_get_direct_outbox() -> DirectOutbox:
-        return SessionOutbox(session)
-
     app.dependency_overrides[get_db] = override_get_db
     app.dependency_overrides[get_reader] = override_get_reader
-    app.dependency_overrides[get_direct_outbox] = override_get_direct_outbox
     principal.standing_reader = lambda: Reader(shared_session)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http
     app.dependency_overrides.pop(get_db, None)
     app.dependency_overrides.pop(get_reader, None)
-    app.dependency_overrides.pop(get_direct_outbox, None)
     principal.standing_reader = principal._process_reader
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
 from app.admin.models import AuditRecord
+from app.auth.principal import Principal
 from app.users.models import User
 
 CONSOLE = "console"
@@ -22,7 +23,7 @@ def request_address(request: Request) -> Optional[str]:
 async def record(
     session: AsyncSession,
     *,
-    actor: User,
+    actor: Union[User, Principal],
     action: str,
     object_type: str,
     object_id: object,
@@ -32,9 +33,12 @@ async def record(
 ) -> AuditRecord:
     """Add an audit record to the caller's transaction: it is kept exactly
     when the action it describes is committed."""
+    # An API caller is a Principal (id and role, from the auth cache): its
+    # email is read here, on superuser actions only.
+    user = actor if isinstance(actor, User) else await session.get(User, actor.id)
     entry = AuditRecord(
         actor_id=actor.id,
-        actor_email=actor.email,
+        actor_email=user.email if user is not None else "",
         channel=channel,
         action=action,
         object_type=object_type,

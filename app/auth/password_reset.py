@@ -13,10 +13,10 @@ from typing import Optional, Tuple
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import repository
+from app.auth.errors import InvalidResetToken
 from app.auth.service import login_account_key, login_throttles, revoke_sessions
 from app.auth.throttle import Throttle, client_address
 from app.core.config import get_settings
-from app.core.errors import BadRequest
 from app.core.security import hash_password, sha256_hex, utcnow
 from app.jobs.service import enqueue_job
 from app.users import service as users_service
@@ -24,11 +24,6 @@ from app.users import service as users_service
 logger = logging.getLogger(__name__)
 
 SEND_PASSWORD_RESET_EMAIL = "auth.send_password_reset_email"
-
-
-class InvalidResetToken(BadRequest):
-    code = "invalid_token"
-    message = "Invalid or expired password reset token"
 
 
 def reset_token_from_nonce(nonce: str, secret_key: Optional[str] = None) -> str:

@@ -1,16 +1,16 @@
 """Who is calling, without a database round trip on the hot path.
 
-`CurrentPrincipal` is for read-only endpoints that need the caller's identity
-but none of the user's data (model predictions). It verifies the JWT, then
-checks the account's standing (active, sessions not revoked since the token
-was issued) against a short-lived per-process cache of that standing,
-loading it from the database with one read of its own on a miss.
+This is what `CurrentUser` (app/auth/dependencies.py), the one auth
+dependency, runs. It verifies the JWT, then checks the account's standing
+(active, sessions not revoked since the token was issued) against a
+short-lived per-process cache of that standing, loading it from the
+database with one read of its own on a miss. Endpoints get a `Principal`
+(id, is_superuser), never the user row: those that need the row load it.
 
-Consequence, by design: in *other* processes a deactivation or session
-revocation takes effect within `AUTH_CACHE_SECONDS` (default 2 s); the
-process that performs it drops its entry at once. Endpoints that change
-data keep using `CurrentUser`, which reads the user in the request's
-transaction.
+Revocation bound, by design: in *other* processes a deactivation or session
+revocation takes effect within `AUTH_CACHE_SECONDS` (default 2 s; 0 turns
+the cache off); the process that performs it drops its entry when the
+revoking transaction commits.
 
 Two more savings, neither of which changes what is accepted:
 - A token's signature and claims are verified once per process; the result
@@ -30,8 +30,6 @@ import asyncio
 import functools
 import logging
 import time
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Callable, Dict, Optional, Tuple
 
 import jwt
@@ -41,17 +39,10 @@ from app.core.config import Settings, get_settings
 from app.core.db import PreparedRead, Reader, db
 from app.core.errors import InvalidToken
 from app.core.schemas import MAX_DB_ID
-from app.core.security import ACCESS, decode_token
+from app.core.security import ACCESS, Principal, decode_token
 from app.users.models import User
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Principal:
-    id: int
-    is_superuser: bool
-    tokens_valid_after: Optional[datetime]
 
 
 class PrincipalCache:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
-import jwt
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -18,11 +17,10 @@ from app.auth.schemas import TokenPair
 from app.auth.throttle import PairThrottle, Throttle, client_address
 from app.core.config import get_settings
 from app.core.errors import InvalidCredentials, InvalidToken
-from app.core.schemas import MAX_DB_ID
 from app.core.security import (
     ACCESS,
+    Principal,
     create_token,
-    decode_token,
     new_opaque_token,
     sha256_hex,
     utcnow,
@@ -120,7 +118,9 @@ async def refresh(session: AsyncSession, *, refresh_token: str) -> TokenPair:
     return await _issue_pair(session, user, family_id=stored.family_id)
 
 
-async def logout(session: AsyncSession, *, user: User, refresh_token: str) -> None:
+async def logout(
+    session: AsyncSession, *, user: Union[User, Principal], refresh_token: str
+) -> None:
     """Revoke the login (token family) the refresh token belongs to. Idempotent:
     unknown, foreign or already revoked tokens are accepted silently."""
     stored = await repository.get_refresh_token_for_update(session, sha256_hex(refresh_token))
@@ -148,20 +148,3 @@ def _drop_committed_standings(session: Session) -> None:
     # commit of the same session costs one standing read, nothing more.
     for user_id in session.info.pop(_STANDINGS_TO_DROP, ()):
         principal_cache.invalidate(user_id)
-
-
-async def authenticate_access_token(session: AsyncSession, token: str) -> User:
-    """Resolve a bearer token to an active user. Raises InvalidToken."""
-    try:
-        claims = decode_token(token, ACCESS)
-        user_id = int(claims["sub"])
-        if not 0 < user_id <= MAX_DB_ID:
-            raise ValueError("subject out of range")
-    except (jwt.InvalidTokenError, ValueError, TypeError):
-        raise InvalidToken() from None
-    user = await users_service.find_active_user(session, user_id)
-    if user is None:
-        raise InvalidToken()
-    if user.tokens_valid_after is not None and claims["iat"] < user.tokens_valid_after.timestamp():
-        raise InvalidToken()
-    return user

@@ -9,7 +9,7 @@ from typing import Any, AsyncContextManager, AsyncIterator, Callable, Dict, List
 
 import asyncpg
 from fastapi import Depends
-from sqlalchemy import Executable, MetaData, Result, Select, event
+from sqlalchemy import MetaData, Select, event
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -39,13 +39,23 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# What an unset DATABASE_URL means. app/dev registers keel's embedded
+# PostgreSQL here (`register_embedded_defaults`), so core depends on nothing above it.
+_default_database_url: Optional[Callable[[Settings], str]] = None
+
+
+def set_default_database_url(provider: Optional[Callable[[Settings], str]]) -> None:
+    global _default_database_url
+    _default_database_url = provider
+
+
 def resolve_database_url(settings: Settings) -> str:
-    """DATABASE_URL when set, otherwise the embedded PostgreSQL (started on demand)."""
+    """DATABASE_URL when set, otherwise the registered default (embedded PostgreSQL)."""
     if settings.database_url:
         return settings.database_url
-    from app.dev.embedded import embedded_database_url
-
-    return embedded_database_url(settings.data_dir)
+    if _default_database_url is None:
+        raise RuntimeError("DATABASE_URL is not set and no embedded default is registered")
+    return _default_database_url(settings)
 
 
 def install_idle_pre_ping(engine: AsyncEngine, idle_seconds: float) -> None:
@@ -162,30 +172,23 @@ _ASYNCPG_DIALECT = asyncpg_dialect.dialect()
 
 
 class Reader:
-    """Runs read-only statements, each in autocommit mode on a connection
-    checked out for that statement alone.
+    """The one read path beside the request's session: `fetch` runs one
+    `PreparedRead` in autocommit mode on a pooled connection checked out for
+    that statement alone, on the asyncpg connection itself, and returns
+    asyncpg records.
 
-    A one-statement read costs one round trip (no BEGIN/COMMIT), sees one
-    consistent snapshot, and holds a pool connection only while PostgreSQL
-    works, not while the request renders its response. No ORM session:
-    `execute` returns Core rows in a buffered result, usable after the
-    connection went back to the pool.
-
-    `fetch` runs a `PreparedRead` on the asyncpg connection itself and returns
-    asyncpg records: for the hottest reads, where SQLAlchemy's execution and
-    result machinery cost as much as the query. Errors map as on the
+    Why it exists: the hot reads (the auth standing, `GET /api/posts`, `GET
+    /api/users/me`) are one statement each. Here that costs one round trip
+    (no BEGIN/COMMIT), sees one consistent snapshot, holds a pool connection
+    only while PostgreSQL works, and skips SQLAlchemy's execution and result
+    machinery, which cost as much as the query (bench/README.md). Never for
+    writes: those go through the request's `DbSession`. Errors map as on the
     SQLAlchemy path: connection failures become 503 `database_unavailable`
     (the connection is discarded), a statement timeout 503 `database_timeout`.
     """
 
     def __init__(self, connect: Callable[[], AsyncContextManager[Any]]) -> None:
         self._connect = connect
-
-    async def execute(
-        self, statement: Executable, parameters: Optional[Dict[str, Any]] = None
-    ) -> Result[Any]:
-        async with self._connect() as connection:
-            return await connection.execute(statement, parameters)
 
     async def fetch(self, read: PreparedRead, parameters: Dict[str, Any]) -> List[Any]:
         async with self._connect() as connection:

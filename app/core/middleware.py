@@ -38,8 +38,8 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # Not uuid4: its os.urandom call cost 10-150 µs per request on our VMs; a
-        # correlation id needs uniqueness, not unpredictability.
+        # Not uuid4: its os.urandom call is a system call per request
+        # (bench/README.md); a correlation id needs uniqueness, not unpredictability.
         request_id = _incoming_request_id(scope["headers"]) or f"{random.getrandbits(128):032x}"
         token = request_id_var.set(request_id)
         encoded = request_id.encode("latin-1")

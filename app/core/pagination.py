@@ -91,17 +91,23 @@ class PageQuery:
 
 
 async def fetch_page(
-    session: AsyncSession, query: PageQuery, *, limit: int, offset: int
+    session: AsyncSession,
+    query: PageQuery,
+    *,
+    limit: int,
+    offset: int,
+    params: Optional[Dict[str, Any]] = None,
 ) -> Tuple[List[Any], int]:
     """One page of `query` (a `select(Model)`, so ORM objects) and the total
-    row count. The total rides along as a window count, so a page costs one
-    round trip; only a page past the end (no rows to carry it) needs a
-    separate count."""
+    row count; `params` fills the query's own bound parameters (filters).
+    The total rides along as a window count, so a page costs one statement;
+    only a page past the end (no rows to carry it) needs a separate count."""
     rows_stmt, count_stmt = query.statements()
-    rows = (await session.execute(rows_stmt, {"limit": limit, "offset": offset})).all()
+    filters = params or {}
+    rows = (await session.execute(rows_stmt, {**filters, "limit": limit, "offset": offset})).all()
     if rows:
         return [row[0] for row in rows], int(rows[0][-1])
-    return [], int((await session.execute(count_stmt)).scalar_one())
+    return [], int((await session.execute(count_stmt, filters)).scalar_one())
 
 
 async def fetch_row_page(

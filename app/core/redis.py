@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import redis.asyncio as aioredis
 
 from app.core.config import Settings, get_settings
 
+# What an unset REDIS_URL means: registered by app/dev (embedded Redis).
+_default_redis_url: Optional[Callable[[Settings], str]] = None
+
+
+def set_default_redis_url(provider: Optional[Callable[[Settings], str]]) -> None:
+    global _default_redis_url
+    _default_redis_url = provider
+
 
 def resolve_redis_url(settings: Settings) -> str:
     if settings.redis_url:
         return settings.redis_url
-    from app.dev.embedded import embedded_redis_url
-
-    return embedded_redis_url(settings.data_dir)
+    if _default_redis_url is None:
+        raise RuntimeError("REDIS_URL is not set and no embedded default is registered")
+    return _default_redis_url(settings)
 
 
 _client: Optional[aioredis.Redis] = None

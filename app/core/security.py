@@ -10,6 +10,7 @@ import secrets
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, Optional
 
@@ -21,6 +22,16 @@ from app.core.config import Settings, get_settings
 MAX_PASSWORD_BYTES = 72
 ACCESS = "access"
 REFRESH = "refresh"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller, as `CurrentUser` (app/auth/dependencies.py) resolves a
+    bearer token: the account's id and standing, not its row."""
+
+    id: int
+    is_superuser: bool
+    tokens_valid_after: Optional[datetime]
 
 
 @functools.cache

@@ -7,12 +7,10 @@ from typing import Any, Dict, Optional
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import Forbidden
-from app.emails import repository
+from app.core.security import Principal
 from app.jobs.models import Job
-from app.jobs.outbox import DirectOutbox, OutboundMessage
 from app.jobs.service import enqueue_job
 from app.users import service as users_service
-from app.users.models import User
 
 SEND_EMAIL = "emails.send"
 DEFAULT_SUBJECT = "A message from keel"
@@ -28,38 +26,10 @@ def _payload(user_id: int, subject: Optional[str], body: Optional[str]) -> Dict[
     return payload
 
 
-async def queue_email_if_allowed(
-    outbox: DirectOutbox,
-    *,
-    actor_id: int,
-    token_issued_at: float,
-    user_id: int,
-    subject: Optional[str],
-    body: Optional[str],
-) -> Optional[int]:
-    """The common case of `queue_email` in one statement that is its own
-    transaction: the caller (from a verified token issued at
-    `token_issued_at`) is active and not revoked, and may email `user_id`,
-    who exists. Returns the queued job's id (published once committed), or
-    None when any check fails: `queue_email` then says which, or queues it
-    if the state changed in between."""
-    job_id = await repository.insert_email_job_if_allowed(
-        outbox,
-        kind=SEND_EMAIL,
-        actor_id=actor_id,
-        token_issued_at=token_issued_at,
-        recipient_id=user_id,
-        payload=_payload(user_id, subject, body),
-    )
-    if job_id is not None:
-        await outbox.publish(OutboundMessage(job_id, SEND_EMAIL))
-    return job_id
-
-
 async def queue_email(
     session: AsyncSession,
     *,
-    actor: User,
+    actor: Principal,
     user_id: int,
     subject: Optional[str],
     body: Optional[str],

@@ -7,9 +7,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.config import get_settings
 from app.emails.repository import Recipient, get_active_recipient
 from app.emails.service import DEFAULT_BODY, DEFAULT_SUBJECT, SEND_EMAIL
+from app.integrations.mailer import OutgoingEmail, get_mailer, mail_domain
 from app.jobs.models import Job
 from app.jobs.runner import PermanentJobError, job_task
-from app.services.mailer import OutgoingEmail, get_mailer, mail_domain
 
 
 def message_id_for_job(job: Job) -> str:

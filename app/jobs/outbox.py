@@ -15,9 +15,7 @@ import os
 import queue
 import threading
 import time
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, AsyncIterator, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from app.jobs import repository
 from app.jobs.models import Job
+from app.jobs.publisher import OutboundMessage, Publisher
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +32,6 @@ _PENDING_KEY = "keel_outbox_pending"
 # latency it adds to a job, in exchange for sharing broker messages (see
 # app/jobs/publisher.py) when jobs arrive faster than one per few ms.
 LINGER_SECONDS = 0.05
-
-
-@dataclass(frozen=True)
-class OutboundMessage:
-    job_id: int
-    kind: str
-    countdown: Optional[float] = None
 
 
 async def enqueue_job(
@@ -55,77 +47,6 @@ async def enqueue_job(
 
 def publish_after_commit(session: AsyncSession, message: OutboundMessage) -> None:
     session.sync_session.info.setdefault(_PENDING_KEY, []).append(message)
-
-
-class DirectOutbox:
-    """For a request whose only write is one job row: the row is written by
-    one autocommit statement (the statement is the whole transaction) and
-    handed to the relay as soon as that statement returns.
-
-    One round trip and SQL as the driver takes it (`$1` parameters, no
-    statement compilation), instead of BEGIN, the statements and COMMIT
-    through the ORM. SQLAlchemy still runs it, so a broken connection is
-    invalidated and reported like any other database error.
-    """
-
-    def __init__(self) -> None:
-        self._engine: Any = None
-        self._autocommit: Any = None
-
-    async def fetchrow(self, sql: str, *args: Any) -> Any:
-        from app.core.db import db
-
-        if self._engine is not db.engine:  # configured (again) since last time
-            self._engine = db.engine
-            self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
-        async with self._autocommit.connect() as connection:
-            result = await connection.exec_driver_sql(sql, args)
-            return result.mappings().first()
-
-    async def publish(self, message: OutboundMessage) -> None:
-        """Hand the committed job to the relay."""
-        relay.submit([message])
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session for the rare request that needs more than the one
-        statement, committed when the block ends without an error."""
-        from app.core.db import db
-
-        async with db.sessionmaker() as session:
-            yield session
-            await session.commit()
-
-
-class SessionOutbox(DirectOutbox):
-    """The same inside a session's transaction, published after its commit
-    (tests point `get_direct_outbox` at their rolled-back session)."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        super().__init__()
-        self.session = session
-
-    async def fetchrow(self, sql: str, *args: Any) -> Any:
-        connection = await self.session.connection()
-        return (await connection.exec_driver_sql(sql, args)).mappings().first()
-
-    async def publish(self, message: OutboundMessage) -> None:
-        # The session's commit stands for the end of the request's transaction.
-        publish_after_commit(self.session, message)
-        await self.session.commit()
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        yield self.session
-        await self.session.commit()
-
-
-_direct_outbox = DirectOutbox()
-
-
-async def get_direct_outbox() -> DirectOutbox:
-    """FastAPI dependency (overridable in tests)."""
-    return _direct_outbox
 
 
 @event.listens_for(Session, "after_commit")
@@ -190,8 +111,6 @@ class Relay:
                 self._thread.start()
 
     def _run(self) -> None:
-        from app.jobs.publisher import Publisher
-
         generation = self._generation
         publisher = Publisher(self._broker_url)
         while True:

@@ -9,11 +9,18 @@ always goes alone.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from app.jobs.outbox import OutboundMessage
-
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    job_id: int
+    kind: str
+    countdown: Optional[float] = None
+
 
 # Small enough that a burst still spreads over several worker processes.
 MAX_JOBS_PER_MESSAGE = 8

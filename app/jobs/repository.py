@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from app.core.pagination import PageQuery, fetch_page
 from app.jobs.models import QUEUED, RETRYING, RUNNING, SUCCEEDED, Job
 
 # The statements of the hot paths (enqueue, claim, success) are Core
@@ -147,14 +148,20 @@ async def lock_run_as_succeeded(session: AsyncSession, job_id: int, *, delivery:
     return (await connection.execute(_SUCCEED_RUN, params)).first() is not None
 
 
+_ALL_JOBS = PageQuery(lambda: select(Job).order_by(Job.id.desc()))
+_JOBS_BY_STATUS = PageQuery(
+    lambda: select(Job).where(Job.status == bindparam("status")).order_by(Job.id.desc())
+)
+
+
 async def list_jobs(
     session: AsyncSession, *, status: Optional[str], limit: int, offset: int
 ) -> Tuple[List[Job], int]:
-    filters = [Job.status == status] if status else []
-    total = (await session.execute(select(func.count(Job.id)).where(*filters))).scalar_one()
-    stmt = select(Job).where(*filters).order_by(Job.id.desc()).limit(limit).offset(offset)
-    items: Sequence[Job] = (await session.execute(stmt)).scalars().all()
-    return list(items), int(total)
+    if status:
+        return await fetch_page(
+            session, _JOBS_BY_STATUS, limit=limit, offset=offset, params={"status": status}
+        )
+    return await fetch_page(session, _ALL_JOBS, limit=limit, offset=offset)
 
 
 async def claim_stale_jobs(

@@ -32,16 +32,24 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Union
 
+from celery.signals import (
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 import app.models  # noqa: F401 - every mapper configured before the first query
 from app.core.config import Settings, get_settings
 from app.core.security import utcnow
+from app.integrations.mailer import MailPermanentError, MailTransientError
 from app.jobs import metrics, repository
 from app.jobs.models import DEAD, QUEUED, RETRYING, RUNNING, SUCCEEDED, Job
-from app.jobs.outbox import OutboundMessage, publish_after_commit, relay
-from app.services.mailer import MailPermanentError, MailTransientError
+from app.jobs.outbox import publish_after_commit, relay
+from app.jobs.publisher import OutboundMessage
+from app.jobs.sweep import start_sweeper, stop_sweeper
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +241,7 @@ async def _record_failure(
 # --------------------------------------------------------------- worker runtime
 
 # Jobs of one message run on up to this many lanes at once, each lane with
-# its own database connection (and SMTP connection, see app/services/mailer.py).
+# its own database connection (and SMTP connection, see app/integrations/mailer.py).
 # A job mostly waits for PostgreSQL and the SMTP server: one at a time, a
 # pool process leaves its core idle between round trips.
 JOB_LANES = 4
@@ -257,7 +265,7 @@ class Runtime:
 
     def close(self) -> None:
         from app.core.db import db
-        from app.services.mailer import close_mailer
+        from app.integrations.mailer import close_mailer
 
         try:
             self.loop.run_until_complete(close_mailer())
@@ -354,3 +362,35 @@ def run_in_worker(job_ids: Sequence[int], kind: str) -> List[str]:
     runtime = start_runtime()  # no-op after worker_process_init; needed for --pool=solo
     outcomes = runtime.run(execute_batch(runtime.engine, job_ids, kind, runtime.settings))
     return [outcome.status for outcome in outcomes]
+
+
+# --------------------------------------------------------------- worker signals
+
+
+# The outbox sweep runs in every pool process, never in the parent: a
+# prefork parent that held DB/Redis sockets would hand copies to each child
+# it forks, and a child closing a stale copy (after billiard closed and
+# reused the descriptor number) would cut one of its own live connections.
+@worker_process_init.connect
+def _start_process_runtime(**_: Any) -> None:
+    start_runtime()
+    start_sweeper()
+
+
+@worker_process_shutdown.connect
+def _stop_process_runtime(**_: Any) -> None:
+    stop_sweeper()
+    stop_runtime()
+
+
+@worker_ready.connect
+def _start_sweep_in_solo_worker(sender: Any = None, **_: Any) -> None:
+    # The solo pool has no child processes: the worker itself sweeps.
+    pool = getattr(sender, "pool", None)
+    if pool is not None and "solo" in type(pool).__module__:
+        start_sweeper()
+
+
+@worker_shutdown.connect
+def _stop_sweep(**_: Any) -> None:
+    stop_sweeper()

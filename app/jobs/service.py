@@ -6,22 +6,18 @@ from typing import List, Optional, Tuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import Conflict, NotFound
-from app.core.security import utcnow
+from app.core.errors import NotFound
+from app.core.security import Principal, utcnow
 from app.jobs import repository
+from app.jobs.errors import JobNotDead
 from app.jobs.models import DEAD, QUEUED, Job
-from app.jobs.outbox import OutboundMessage, enqueue_job, publish_after_commit
-from app.users.models import User
+from app.jobs.outbox import enqueue_job, publish_after_commit
+from app.jobs.publisher import OutboundMessage
 
-__all__ = ["enqueue_job", "get_job", "list_jobs", "retry_job", "JobNotDead"]
-
-
-class JobNotDead(Conflict):
-    code = "job_not_dead"
-    message = "Only dead jobs can be retried"
+__all__ = ["enqueue_job", "get_job", "list_jobs", "retry_job"]
 
 
-async def get_job(session: AsyncSession, *, job_id: int, viewer: User) -> Job:
+async def get_job(session: AsyncSession, *, job_id: int, viewer: Principal) -> Job:
     """A job its owner or a superuser may see. Raises NotFound otherwise."""
     job = await repository.get_job(session, job_id)
     if job is None or not (viewer.is_superuser or job.owner_id == viewer.id):

@@ -26,8 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings, get_settings
 from app.jobs import metrics, repository
-from app.jobs.outbox import OutboundMessage
-from app.jobs.publisher import Publisher
+from app.jobs.publisher import OutboundMessage, Publisher
 
 logger = logging.getLogger(__name__)
 

@@ -1,24 +1,22 @@
-"""Accounts, transfers, the append-only ledger and idempotency records."""
+"""Accounts, transfers and the append-only ledger."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Optional
 
 from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
-    Integer,
     Numeric,
     String,
     UniqueConstraint,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base
@@ -83,24 +81,4 @@ class LedgerEntry(Base):
     payment_id: Mapped[Optional[int]] = mapped_column(ForeignKey("payments.id"))
     amount: Mapped[Decimal] = mapped_column(MONEY, nullable=False)
     balance_after: Mapped[Decimal] = mapped_column(MONEY, nullable=False)
-    created_at: Mapped[datetime] = _created_at()
-
-
-class IdempotencyKey(Base):
-    """The first response to a request made with an `Idempotency-Key`.
-
-    `response_status` is NULL while the first request is still running (or
-    ended without a final answer, e.g. a payment provider error): a retry
-    then continues that request instead of starting a new one.
-    """
-
-    __tablename__ = "idempotency_keys"
-    __table_args__ = (UniqueConstraint("user_id", "key"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
-    key: Mapped[str] = mapped_column(String(255), nullable=False)
-    request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
-    response_status: Mapped[Optional[int]] = mapped_column(Integer)
-    response_body: Mapped[Optional[Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = _created_at()

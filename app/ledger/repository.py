@@ -1,5 +1,4 @@
-"""All SQL of the ledger domain: accounts, row locks, transfers, entries,
-idempotency records.
+"""All SQL of the ledger domain: accounts, row locks, transfers, entries.
 
 The transfer path is hot: it uses two statements (lock, then one
 data-modifying CTE that updates both balances and writes the transfer and its
@@ -12,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.ledger.models import Account, IdempotencyKey, LedgerEntry
+from app.core.pagination import PageQuery, fetch_page
+from app.ledger.models import Account, LedgerEntry
 
 
 @dataclass(frozen=True)
@@ -53,29 +52,23 @@ async def get_owned_account(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def count_owned_accounts(session: AsyncSession, owner_id: int) -> int:
-    stmt = select(func.count(Account.id)).where(Account.owner_id == owner_id)
-    return int((await session.execute(stmt)).scalar_one())
+_OWNED_ACCOUNTS = PageQuery(
+    lambda: select(Account).where(Account.owner_id == bindparam("owner_id")).order_by(Account.id)
+)
 
 
 async def list_owned_accounts(
     session: AsyncSession, *, owner_id: int, limit: int, offset: int
-) -> List[Account]:
-    stmt = (
-        select(Account)
-        .where(Account.owner_id == owner_id)
-        .order_by(Account.id)
-        .limit(limit)
-        .offset(offset)
+) -> Tuple[List[Account], int]:
+    """A page of the owner's accounts, oldest first, and the total."""
+    return await fetch_page(
+        session, _OWNED_ACCOUNTS, limit=limit, offset=offset, params={"owner_id": owner_id}
     )
-    return list((await session.execute(stmt)).scalars().all())
 
 
-# The transfer is the hot path: its two statements go straight to the
-# asyncpg connection of the session's open transaction (SQLAlchemy's
-# execution layer costs more CPU than the statements themselves). When the
-# driver has no transaction open yet (the service called first thing in a
-# fresh session), they run through SQLAlchemy, which begins one.
+# The transfer is the hot path: two hand-written statements (lock the pair,
+# then every write in one CTE), run in the session's transaction through
+# SQLAlchemy's `exec_driver_sql` (no statement compilation per request).
 _LOCK_PAIR_SQL = """
     SELECT id, owner_id, currency, balance FROM accounts
     WHERE id IN ($1, $2)
@@ -107,11 +100,7 @@ _WRITE_TRANSFER_SQL = """
 async def _fetch(session: AsyncSession, sql: str, *args: Any) -> List[Sequence[Any]]:
     """Rows of a hot-path statement, inside the session's transaction."""
     connection = await session.connection()
-    pooled = await connection.get_raw_connection()
-    driver = pooled.driver_connection
-    if driver is not None and driver.is_in_transaction():
-        return list(await driver.fetch(sql, *args))
-    # numeric_dollar is the asyncpg dialect's paramstyle: the same SQL works.
+    # numeric_dollar is the asyncpg dialect's paramstyle: `$n` SQL as written.
     result = await connection.exec_driver_sql(sql, tuple(args))
     return list(result.all())
 
@@ -162,59 +151,19 @@ async def credit_account(
 # ------------------------------------------------------------------ entries
 
 
-async def count_entries(session: AsyncSession, account_id: int) -> int:
-    stmt = select(func.count(LedgerEntry.id)).where(LedgerEntry.account_id == account_id)
-    return int((await session.execute(stmt)).scalar_one())
+_ENTRIES = PageQuery(
+    lambda: (
+        select(LedgerEntry)
+        .where(LedgerEntry.account_id == bindparam("account_id"))
+        .order_by(LedgerEntry.id.desc())
+    )
+)
 
 
 async def list_entries(
     session: AsyncSession, *, account_id: int, limit: int, offset: int
-) -> List[LedgerEntry]:
-    stmt = (
-        select(LedgerEntry)
-        .where(LedgerEntry.account_id == account_id)
-        .order_by(LedgerEntry.id.desc())
-        .limit(limit)
-        .offset(offset)
+) -> Tuple[List[LedgerEntry], int]:
+    """A page of the account's entries, newest first, and the total."""
+    return await fetch_page(
+        session, _ENTRIES, limit=limit, offset=offset, params={"account_id": account_id}
     )
-    return list((await session.execute(stmt)).scalars().all())
-
-
-# ------------------------------------------------------------------ idempotency
-
-
-async def insert_idempotency_key(
-    session: AsyncSession, *, user_id: int, key: str, request_hash: str
-) -> Optional[int]:
-    """Claim a key: its new id, or None when it exists. A concurrent claim of
-    the same key waits here until the first transaction ends, so exactly one
-    of them proceeds."""
-    stmt = (
-        insert(IdempotencyKey)
-        .values(user_id=user_id, key=key, request_hash=request_hash)
-        .on_conflict_do_nothing(index_elements=[IdempotencyKey.user_id, IdempotencyKey.key])
-        .returning(IdempotencyKey.id)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
-
-
-async def get_idempotency_key(
-    session: AsyncSession, *, user_id: int, key: str
-) -> Optional[IdempotencyKey]:
-    stmt = (
-        select(IdempotencyKey)
-        .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
-        .execution_options(populate_existing=True)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
-
-
-async def store_idempotent_response(
-    session: AsyncSession, *, key_id: int, status: int, body: Any
-) -> None:
-    stmt = (
-        update(IdempotencyKey)
-        .where(IdempotencyKey.id == key_id)
-        .values(response_status=status, response_body=body)
-    )
-    await session.execute(stmt)

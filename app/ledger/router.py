@@ -7,8 +7,8 @@ from app.core.db import DbSession
 from app.core.pagination import NoQuery, Page, Pagination
 from app.core.routing import KeelRoute
 from app.core.schemas import IdPath, error_responses
+from app.idempotency.dependencies import IdempotencyKeyHeader
 from app.ledger import service
-from app.ledger.dependencies import IdempotencyKeyHeader
 from app.ledger.schemas import (
     AccountCreate,
     AccountOut,

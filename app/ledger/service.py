@@ -2,34 +2,31 @@
 
 Transaction model. Every function here works in the caller's session (the
 request's `DbSession`, committed after the endpoint returns and before the
-response is sent). `transfer_funds` is the one exception to "services never
-commit": when it stores an *error* response under an Idempotency-Key it
+response is sent). `transfer_funds` is one of the exceptions to "services do not
+commit" (docs/design.md): when it stores an *error* response under an Idempotency-Key it
 commits that record before raising, because the request session rolls back
 on errors and the replay must find it.
 
 Retries. Locks are always taken in ascending account id order (and the
 idempotency row before any account), so deadlocks should not happen; if
-PostgreSQL still reports a deadlock or serialization failure (40P01/40001),
-the whole transaction is rolled back and run again, a bounded number of
-times with jittered backoff. Nothing was committed by the failed attempt, so
-a retry can never apply a transfer twice.
+PostgreSQL still reports one, `run_with_retry` (app/core/transactions.py)
+runs the whole transaction again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from decimal import Decimal
-from typing import Awaitable, Callable, List, Optional, Tuple, TypeVar
+from typing import List, Optional, Tuple, TypeVar
 
-import asyncpg
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import AppError, BadRequest, NotFound, UnprocessableEntity
-from app.ledger import idempotency, repository
-from app.ledger.metrics import TRANSACTION_RETRIES, TRANSFERS
+from app.core.errors import AppError
+from app.core.transactions import run_with_retry
+from app.idempotency import service as idempotency
+from app.ledger import repository
+from app.ledger.errors import AccountNotFound, CurrencyMismatch, InsufficientFunds, SameAccount
+from app.ledger.metrics import TRANSFERS
 from app.ledger.models import Account, LedgerEntry
 from app.ledger.money import format_money
 from app.ledger.schemas import TransferOut
@@ -37,77 +34,6 @@ from app.ledger.schemas import TransferOut
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
-MAX_ATTEMPTS = 5
-
-
-class AccountNotFound(NotFound):
-    message = "Account not found"
-
-
-class InsufficientFunds(BadRequest):
-    code = "insufficient_funds"
-    message = "Insufficient funds"
-
-
-class CurrencyMismatch(UnprocessableEntity):
-    """422 in the shape of a validation error (the spec lists it with them)."""
-
-    def __init__(self, from_currency: str, to_currency: str) -> None:
-        super().__init__(
-            detail=[
-                {
-                    "type": "currency_mismatch",
-                    "loc": ["body", "to_account_id"],
-                    "msg": (
-                        f"Currency mismatch: the from-account holds {from_currency}, "
-                        f"the to-account holds {to_currency}"
-                    ),
-                    "input": None,
-                }
-            ]
-        )
-
-
-class SameAccount(UnprocessableEntity):
-    def __init__(self) -> None:
-        super().__init__(
-            detail=[
-                {
-                    "type": "same_account",
-                    "loc": ["body", "to_account_id"],
-                    "msg": "from_account_id and to_account_id must differ",
-                    "input": None,
-                }
-            ]
-        )
-
-
-def _sqlstate(error: Exception) -> Optional[str]:
-    # SQLAlchemy wraps the driver error in .orig; the transfer's hot path
-    # raises asyncpg's own errors, which carry .sqlstate themselves.
-    return getattr(getattr(error, "orig", error), "sqlstate", None)
-
-
-def is_retryable(error: Exception) -> bool:
-    return _sqlstate(error) in RETRYABLE_SQLSTATES
-
-
-async def run_with_retry(session: AsyncSession, attempt: Callable[[], Awaitable[T]]) -> T:
-    """Run `attempt` (one whole transaction's work in `session`); on a
-    deadlock or serialization failure roll back and run it again."""
-    for number in range(1, MAX_ATTEMPTS + 1):
-        try:
-            return await attempt()
-        except (DBAPIError, asyncpg.PostgresError) as error:
-            if not is_retryable(error) or number == MAX_ATTEMPTS:
-                raise
-            TRANSACTION_RETRIES.inc()
-            logger.warning("transaction retry %d after sqlstate %s", number, _sqlstate(error))
-            await session.rollback()
-            await asyncio.sleep(random.uniform(0, 0.005 * 2**number))
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # ------------------------------------------------------------------ accounts
@@ -128,11 +54,9 @@ async def get_account(session: AsyncSession, *, account_id: int, owner_id: int) 
 async def list_accounts(
     session: AsyncSession, *, owner_id: int, limit: int, offset: int
 ) -> Tuple[List[Account], int]:
-    total = await repository.count_owned_accounts(session, owner_id)
-    items = await repository.list_owned_accounts(
+    return await repository.list_owned_accounts(
         session, owner_id=owner_id, limit=limit, offset=offset
     )
-    return items, total
 
 
 async def list_entries(
@@ -140,11 +64,7 @@ async def list_entries(
 ) -> Tuple[List[LedgerEntry], int]:
     """Entries of the owner's account, newest first. Raises AccountNotFound."""
     await get_account(session, account_id=account_id, owner_id=owner_id)
-    total = await repository.count_entries(session, account_id)
-    items = await repository.list_entries(
-        session, account_id=account_id, limit=limit, offset=offset
-    )
-    return items, total
+    return await repository.list_entries(session, account_id=account_id, limit=limit, offset=offset)
 
 
 # ------------------------------------------------------------------ transfers

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Path, Request
 from typing_extensions import Annotated
 
 from app.admin import audit
-from app.auth.dependencies import CurrentPrincipal, CurrentSuperuser, CurrentUser
+from app.auth.dependencies import CurrentSuperuser, CurrentUser
 from app.core.db import DbSession
 from app.core.pagination import NoQuery, Page, Pagination
 from app.core.routing import KeelRoute
@@ -32,7 +32,7 @@ VersionPath = Annotated[str, Path(examples=["v1"])]
     response_model=PredictionOut,
     responses=error_responses(401, 422, 503),
 )
-async def predict(body: PredictRequest, user: CurrentPrincipal) -> PredictionOut:
+async def predict(body: PredictRequest, user: CurrentUser) -> PredictionOut:
     label, probability, version = await service.predict_one(model_server, body.features)
     return PredictionOut(prediction=label, probability=probability, model_version=version)
 
@@ -43,7 +43,7 @@ async def predict(body: PredictRequest, user: CurrentPrincipal) -> PredictionOut
     response_model=BatchPredictionOut,
     responses=error_responses(401, 422, 503),
 )
-async def predict_batch(body: BatchPredictRequest, user: CurrentPrincipal) -> BatchPredictionOut:
+async def predict_batch(body: BatchPredictRequest, user: CurrentUser) -> BatchPredictionOut:
     result = await service.predict_many(model_server, body.instances)
     return BatchPredictionOut(
         predictions=[

@@ -33,8 +33,21 @@ HTTP_LATENCY = Histogram(
 )
 
 
+_POOL_GAUGES = (
+    ("keel_db_pool_size", "Configured pool size", "size"),
+    ("keel_db_pool_checked_out", "Connections in use", "checked_out"),
+    ("keel_db_pool_overflow", "Connections beyond pool_size", "overflow"),
+)
+
+
 class PoolCollector(Collector):
     """Connection pool usage of the process answering the scrape."""
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        # Registration asks for the names here instead of calling collect(),
+        # which would read the pool outside any event loop (at import time).
+        for name, doc, _ in _POOL_GAUGES:
+            yield GaugeMetricFamily(name, doc, labels=["pid"])
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from app.core.db import db
@@ -43,13 +56,9 @@ class PoolCollector(Collector):
         if pool is None:
             return
         pid = str(os.getpid())
-        for name, doc, value in (
-            ("keel_db_pool_size", "Configured pool size", pool["size"]),
-            ("keel_db_pool_checked_out", "Connections in use", pool["checked_out"]),
-            ("keel_db_pool_overflow", "Connections beyond pool_size", pool["overflow"]),
-        ):
+        for name, doc, key in _POOL_GAUGES:
             family = GaugeMetricFamily(name, doc, labels=["pid"])
-            family.add_metric([pid], value)
+            family.add_metric([pid], pool[key])
             yield family
 
 
@@ -72,7 +81,7 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        # labels() hashes and looks up its arguments on every call (~5 µs each
+        # labels() hashes and looks up its arguments on every call (costly
         # under gunicorn's multiprocess mode); the label sets are few, so keep
         # the children.
         self._children: Dict[Tuple[str, str, int], Tuple[Any, Any]] = {}

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
 from app.core.config import Settings
-from app.core.errors import InvalidToken, NotAuthenticated, NotFound, ServiceUnavailable
+from app.core.errors import InvalidToken, NotAuthenticated, NotFound
 from app.core.pagination import NoQuery
 from app.core.routing import KeelRoute
 from app.core.schemas import error_responses
+from app.ops.errors import NotReady
 from app.ops.metrics import render_metrics
 from app.ops.readiness import run_checks
 
@@ -22,11 +23,6 @@ router = APIRouter(tags=["ops"], route_class=KeelRoute)
 class Readiness(BaseModel):
     status: str
     checks: Dict[str, str]
-
-
-class NotReady(ServiceUnavailable):
-    code = "not_ready"
-    message = "Not ready"
 
 
 @router.get("/health", dependencies=[NoQuery], response_model=Dict[str, str])

@@ -10,7 +10,7 @@ from app.core.db import DbSession
 from app.core.pagination import NoQuery
 from app.core.routing import KeelRoute
 from app.core.schemas import error_responses
-from app.ledger.dependencies import IdempotencyKeyHeader
+from app.idempotency.dependencies import IdempotencyKeyHeader
 from app.payments import service
 from app.payments.schemas import PaymentCreate, PaymentOut, WebhookAck
 

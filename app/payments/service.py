@@ -1,7 +1,8 @@
 """Top-ups: charge through the provider, credit the account exactly once.
 
-Transactions of `pay_account` (the one service that commits on its own,
-because the provider must never be called inside an open transaction):
+Transactions of `pay_account` (it commits on its own, one of the exceptions
+listed in docs/design.md, because the provider must never be called inside
+an open transaction):
 
 1. claim the Idempotency-Key, check the account, insert a `pending` payment;
    **commit**;
@@ -27,66 +28,28 @@ from typing import Any, Dict, Optional, Tuple
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import AppError, BadRequest, ServiceUnavailable, UnprocessableEntity
-from app.ledger import idempotency
+from app.core.transactions import run_with_retry
+from app.idempotency import service as idempotency
+from app.integrations import stripe as provider
 from app.ledger import service as ledger_service
 from app.ledger.currencies import NOT_CENT_BASED
-from app.ledger.metrics import PAYMENTS, WEBHOOK_EVENTS
 from app.ledger.money import minor_to_money, money_to_minor
 from app.payments import repository
+from app.payments.errors import (
+    CurrencyNotPayable,
+    InvalidEvent,
+    InvalidSignature,
+    PaymentDeclined,
+    PaymentProviderError,
+    PaymentsDisabled,
+)
+from app.payments.metrics import PAYMENTS, WEBHOOK_EVENTS
 from app.payments.models import DECLINED, SUCCEEDED, Payment
 from app.payments.schemas import PaymentOut
-from app.services import stripe as provider
 
 logger = logging.getLogger(__name__)
 
 PAY_PATH = "/api/pay"
-
-
-class PaymentDeclined(AppError):
-    status_code = 402
-    code = "payment_declined"
-    message = "The payment was declined"
-
-
-class PaymentProviderError(AppError):
-    status_code = 502
-    code = "payment_provider_error"
-    message = "The payment provider did not answer; nothing was charged to the account, retry"
-
-
-class PaymentsDisabled(ServiceUnavailable):
-    code = "payments_disabled"
-    message = "Payments are disabled: no payment provider is configured"
-    # A configuration state, not a blip: retrying within the hour is pointless.
-    RETRY_AFTER_SECONDS = 3600
-
-    def __init__(self) -> None:
-        super().__init__(retry_after=self.RETRY_AFTER_SECONDS)
-
-
-class CurrencyNotPayable(UnprocessableEntity):
-    def __init__(self, currency: str) -> None:
-        super().__init__(
-            detail=[
-                {
-                    "type": "currency_not_payable",
-                    "loc": ["body", "account_id"],
-                    "msg": f"Top-ups in minor units are not supported for {currency} accounts",
-                    "input": None,
-                }
-            ]
-        )
-
-
-class InvalidSignature(BadRequest):
-    code = "invalid_signature"
-    message = "Invalid webhook signature"
-
-
-class InvalidEvent(BadRequest):
-    code = "invalid_event"
-    message = "Malformed webhook event"
 
 
 def provider_key(payment_id: int) -> str:
@@ -136,7 +99,7 @@ async def pay_account(
             request_hash=request_hash,
         )
 
-    payment, claim = await ledger_service.run_with_retry(session, open_payment)
+    payment, claim = await run_with_retry(session, open_payment)
     if payment is None:
         assert claim is not None and claim.has_response
         PAYMENTS.labels("replayed").inc()
@@ -174,7 +137,7 @@ async def pay_account(
             await idempotency.record_response(session, claim, status=200, body=out.model_dump())
         return out
 
-    out = await ledger_service.run_with_retry(session, settle)
+    out = await run_with_retry(session, settle)
     PAYMENTS.labels("succeeded").inc()
     return out
 
@@ -299,7 +262,7 @@ async def handle_webhook(
                     session, event_row_id=event_row_id, payment_id=payment_id
                 )
 
-    await ledger_service.run_with_retry(session, apply)
+    await run_with_retry(session, apply)
 
 
 async def _apply_intent_succeeded(session: AsyncSession, event: Dict[str, Any]) -> Optional[int]:

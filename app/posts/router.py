@@ -4,7 +4,7 @@ from typing import Any, Dict, List
 
 from fastapi import APIRouter, Response, status
 
-from app.auth.dependencies import CurrentPrincipal, CurrentUser
+from app.auth.dependencies import CurrentUser
 from app.core.db import DbSession, Reads
 from app.core.pagination import NoQuery, Page, Pagination
 from app.core.responses import ORJSONUTCResponse
@@ -30,8 +30,8 @@ async def create_post(body: PostCreate, session: DbSession, user: CurrentUser) -
 
 PostPage = Page[PostOut]
 
-# Reads need the caller's identity (no user row) and one autocommit statement:
-# a page is one SQL round trip. See app/auth/principal.py for the trade-off.
+# Reads need the caller's identity (no user row, usually no round trip, see
+# app/auth/principal.py) and one autocommit statement: a page is one round trip.
 
 
 def _page(posts: List[Any], total: int, limit: int, offset: int) -> Dict[str, Any]:
@@ -41,7 +41,7 @@ def _page(posts: List[Any], total: int, limit: int, offset: int) -> Dict[str, An
 @router.get("", response_model=PostPage, responses=error_responses(401, 422))
 async def list_posts(
     reads: Reads,
-    caller: CurrentPrincipal,
+    caller: CurrentUser,
     page: Pagination,
 ) -> Response:
     posts, total = await service.list_posts(reads, limit=page.limit, offset=page.offset)
@@ -54,7 +54,7 @@ async def list_posts(
     response_model=PostOut,
     responses=error_responses(401, 404, 422),
 )
-async def read_post(post_id: IdPath, reads: Reads, caller: CurrentPrincipal) -> Response:
+async def read_post(post_id: IdPath, reads: Reads, caller: CurrentUser) -> Response:
     return ORJSONUTCResponse(await service.read_post(reads, post_id))
 
 

@@ -7,22 +7,13 @@ from typing import Any, List, Optional, Tuple
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import Reader
-from app.core.errors import Forbidden, NotFound
+from app.core.security import Principal
 from app.posts import repository
+from app.posts.errors import NotAuthor, PostNotFound
 from app.posts.models import Post
-from app.users.models import User
 
 
-class NotAuthor(Forbidden):
-    code = "not_author"
-    message = "Only the author may change this post"
-
-
-class PostNotFound(NotFound):
-    message = "Post not found"
-
-
-async def create_post(session: AsyncSession, *, author: User, title: str, body: str) -> Post:
+async def create_post(session: AsyncSession, *, author: Principal, title: str, body: str) -> Post:
     return await repository.add_post(session, author_id=author.id, title=title, body=body)
 
 
@@ -39,7 +30,7 @@ async def list_posts(reader: Reader, *, limit: int, offset: int) -> Tuple[List[A
     return await repository.list_posts(reader, limit=limit, offset=offset)
 
 
-async def _own_post_for_update(session: AsyncSession, post_id: int, user: User) -> Post:
+async def _own_post_for_update(session: AsyncSession, post_id: int, user: Principal) -> Post:
     post = await repository.get_post(session, post_id, for_update=True)
     if post is None:
         raise PostNotFound()
@@ -52,7 +43,7 @@ async def update_post(
     session: AsyncSession,
     *,
     post_id: int,
-    user: User,
+    user: Principal,
     title: Optional[str] = None,
     body: Optional[str] = None,
 ) -> Post:
@@ -67,7 +58,7 @@ async def update_post(
     return post
 
 
-async def delete_post(session: AsyncSession, *, post_id: int, user: User) -> None:
+async def delete_post(session: AsyncSession, *, post_id: int, user: Principal) -> None:
     """Delete by the author. Raises PostNotFound or NotAuthor."""
     post = await _own_post_for_update(session, post_id, user)
     await repository.delete_post(session, post)

@@ -226,8 +226,8 @@ async def test_killed_pool_child_mid_batch_runs_each_job_of_the_batch_once(
 ) -> None:
     from sqlalchemy import text
 
-    from app.jobs.outbox import OutboundMessage
-    from app.jobs.publisher import Publisher
+    from app.jobs.outbox import relay
+    from app.jobs.publisher import OutboundMessage, Publisher
     from app.jobs.runner import JOB_LANES
     from app.users.service import SEND_WELCOME_EMAIL
 
@@ -237,6 +237,12 @@ async def test_killed_pool_child_mid_batch_runs_each_job_of_the_batch_once(
     # jobs reach the worker as the one batch message published below.
     private_redis.stop()
     users = [await sign_up(committed_client) for _ in range(count)]
+    # Lost for sure only once the relay has given up on them: a publish still
+    # retrying its broker connection when Redis comes back would deliver some
+    # of these jobs outside the batch (a stalled one alone then blocks the
+    # worker's only process, and the lanes never all stall).
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, relay.wait_idle, 60)
     job_ids = [await welcome_job_id(committed_db, u["id"]) for u in users]
     message_ids = [await message_id_of(committed_db, j) for j in job_ids]
     mail_behaviour.stall_ids.update(message_ids[1 : JOB_LANES + 1])

@@ -12,7 +12,7 @@ import pytest
 
 from app.core.config import Settings
 from app.dev.mailsink import MailSink
-from app.services.mailer import (
+from app.integrations.mailer import (
     Mailer,
     MailPermanentError,
     MailTransientError,

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 from sqlalchemy import text
 
-from app.services import stripe as provider
+from app.integrations import stripe as provider
 from tests.integration.test_ledger import balance, keyed, open_account, signed_up_user
 
 

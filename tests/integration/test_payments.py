@@ -1,5 +1,5 @@
 """Payments over HTTP on real PostgreSQL: the local fake provider by
-default; `app.services.stripe.charge` replaced where a test needs to steer
+default; `app.integrations.stripe.charge` replaced where a test needs to steer
 the provider's answer or timing."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List
 import pytest
 from sqlalchemy import text
 
-from app.services import stripe as provider
+from app.integrations import stripe as provider
 from tests.integration.test_ledger import balance, keyed, open_account, signed_up_user
 
 

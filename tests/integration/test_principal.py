@@ -1,5 +1,5 @@
-"""CurrentPrincipal: identity for read-only hot paths (predictions) without
-a database round trip per request, yet revocations apply at once in the
+"""CurrentUser's principal: the caller's identity without a database round
+trip per request, yet revocations apply at once in the
 process that performs them."""
 
 from __future__ import annotations

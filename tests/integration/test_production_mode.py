@@ -10,7 +10,7 @@ from typing import Any, Callable
 import pytest
 from sqlalchemy import text
 
-from app.services import stripe as provider
+from app.integrations import stripe as provider
 from tests.integration.test_ledger import balance, keyed, open_account
 from tests.integration.test_payment_webhook import deliver, sign
 

@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 from app.auth import service as auth_service
 from app.jobs.models import Job
-from app.jobs.outbox import OutboundMessage, relay
+from app.jobs.outbox import relay
+from app.jobs.publisher import OutboundMessage
 from app.users.models import User
 
 

@@ -10,7 +10,7 @@ from typing import Any, Dict
 import pytest
 from sqlalchemy import text
 
-from app.services import stripe as provider
+from app.integrations import stripe as provider
 from tests.integration.test_ledger import balance, open_account, signed_up_user
 from tests.integration.test_payment_webhook import deliver, sign, stored_events, succeeded_event
 

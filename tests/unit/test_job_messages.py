@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-from app.jobs.outbox import OutboundMessage
-from app.jobs.publisher import MAX_JOBS_PER_MESSAGE, task_messages
+from app.jobs.publisher import MAX_JOBS_PER_MESSAGE, OutboundMessage, task_messages
 
 
 def test_due_jobs_share_messages_per_kind_up_to_the_cap() -> None:

@@ -8,7 +8,7 @@ from typing import Any, List
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from app.ledger import service
+from app.core import transactions as service
 from app.ledger.money import format_money, minor_to_money, money_to_minor
 
 

@@ -6,7 +6,7 @@ from email.mime.text import MIMEText
 import pytest
 
 from app.core.config import Settings
-from app.services.mailer import OutgoingEmail, render_message
+from app.integrations.mailer import OutgoingEmail, render_message
 
 SETTINGS = Settings(mail_from="keel <no-reply@keel.local>")
 

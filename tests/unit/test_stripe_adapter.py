@@ -1,4 +1,4 @@
-"""The real Stripe path of app/services/stripe.py with only the SDK's HTTP
+"""The real Stripe path of app/integrations/stripe.py with only the SDK's HTTP
 layer replaced: what we send (our idempotency key, amount, metadata) and
 how provider answers map to success, decline and provider error."""
 
@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import stripe
 
-from app.services import stripe as adapter
+from app.integrations import stripe as adapter
 
 
 class FakeStripeHTTP(stripe.HTTPClient):

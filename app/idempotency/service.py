@@ -18,23 +18,10 @@ from fastapi.encoders import jsonable_encoder
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import AppError, Conflict, error_body
-from app.ledger import repository
+from app.idempotency import repository
+from app.idempotency.errors import IdempotencyKeyReused, ReplayedError
 
 MAX_KEY_LENGTH = 255
-
-
-class IdempotencyKeyReused(Conflict):
-    code = "idempotency_key_reused"
-    message = "This Idempotency-Key was already used with a different request"
-
-
-class ReplayedError(AppError):
-    """The stored error response of the first request with this key."""
-
-    def __init__(self, status_code: int, body: Dict[str, Any]) -> None:
-        super().__init__(str(body.get("detail", "")), detail=body.get("detail"))
-        self.status_code = status_code
-        self.code = str(body.get("code", "error"))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from typing import Optional
 from fastapi import Header
 from typing_extensions import Annotated
 
-from app.ledger.idempotency import MAX_KEY_LENGTH
+from app.idempotency.service import MAX_KEY_LENGTH
 
 IdempotencyKeyHeader = Annotated[
     Optional[str],
