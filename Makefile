@@ -28,16 +28,16 @@ test: install
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check app tests bench
-	$(BIN)/ruff format --check app tests bench
+	$(BIN)/ruff check app tests bench deploy
+	$(BIN)/ruff format --check app tests bench deploy
 	$(BIN)/mypy app
 
 typecheck: install
 	$(BIN)/mypy app
 
 fmt: install
-	$(BIN)/ruff format app tests bench
-	$(BIN)/ruff check --fix app tests bench
+	$(BIN)/ruff format app tests bench deploy
+	$(BIN)/ruff check --fix app tests bench deploy
 
 bench: install
 	$(BIN)/python bench/run_all.py

@@ -573,9 +573,8 @@ def main(argv: List[str]) -> int:
         status()
         return 0
     if command == "drill":
-        from drills import run_drills  # deploy/drills.py
-
-        return run_drills([int(n) for n in argv[1:]])
+        print("drill: run deploy/cluster.sh drill (deploy/drills.py)", file=sys.stderr)
+        return 2
     print(__doc__)
     return 2
 

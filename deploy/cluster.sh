@@ -52,4 +52,8 @@ if [ ! -x .venv/bin/python ]; then
   # `down` must work even without the virtualenv.
   exec python3 deploy/cluster.py "$@"
 fi
+if [ "${1:-}" = drill ]; then
+  shift
+  exec .venv/bin/python deploy/drills.py "$@"   # the drills import the cluster, not the other way
+fi
 exec .venv/bin/python deploy/cluster.py "$@"

@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from decimal import Decimal
@@ -652,3 +653,7 @@ def run_drills(only: List[int]) -> int:
     log(f"{passed}/{len(results)} passed in {report['seconds']} s; report in "
         f"{LOGS / 'drill-report.json'}")  # fmt: skip
     return 0 if passed == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(run_drills([int(n) for n in sys.argv[1:]]))

@@ -47,7 +47,8 @@ class Api(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         with _lock:
-            payload = {"total": len(_messages), "count": len(_messages), "messages": list(_messages)}
+            count = len(_messages)
+            payload = {"total": count, "count": count, "messages": list(_messages)}
         data = json.dumps(payload).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
