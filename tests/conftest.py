@@ -13,6 +13,7 @@ truncates every table afterwards.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
 import uuid
@@ -126,6 +127,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     stop_all()
     if _OWN_DATA_DIR:
         shutil.rmtree(_DATA_DIR, ignore_errors=True)
+    # Collect now, while asyncio is still importable: a task left pending is
+    # then reported by name ("Task was destroyed but it is pending!") instead
+    # of failing inside Task.__del__ at interpreter exit.
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
