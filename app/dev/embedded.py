@@ -302,6 +302,12 @@ class Postgres:
 # ----------------------------------------------------------------------- Redis
 
 
+def redis_volatile_args(folder: Path) -> List[str]:
+    """redis-server options for a server that keeps nothing: no snapshot, no
+    append-only file; whatever it writes goes under `folder`."""
+    return ["--save", "", "--appendonly", "no", "--dir", str(folder)]
+
+
 def _redis_answers(path: Path) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -344,12 +350,7 @@ class Redis:
                 str(self.socket_file),
                 "--unixsocketperm",
                 "700",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.folder),
+                *redis_volatile_args(self.folder),
                 "--logfile",
                 str(log),
                 "--daemonize",
