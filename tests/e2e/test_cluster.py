@@ -79,13 +79,23 @@ def leftovers() -> List[str]:
     return found
 
 
+def server_errors() -> str:
+    """The API hosts' error lines (a 500's traceback), for a failed drill."""
+    lines: List[str] = []
+    for log in sorted((STATE / "logs").glob("api*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if '"level": "ERROR"' in line or "Traceback" in line:
+                lines.append(f"{log.name}: {line[:3000]}")
+    return "\n".join(lines[-20:])
+
+
 def test_cluster_up_drill_down() -> None:
     try:
         up = cluster("up", timeout=600)
         assert up.returncode == 0, "deploy/cluster.sh up failed"
         drill = cluster("drill", timeout=600)
         for n in DRILLS:
-            assert f"drill {n} PASS" in drill.stdout, f"drill {n} did not pass"
+            assert f"drill {n} PASS" in drill.stdout, f"drill {n} did not pass\n{server_errors()}"
         assert "drill 0 PASS" in drill.stdout, "jobs or ledger wrong after the load stopped"
         assert drill.returncode == 0
     finally:
