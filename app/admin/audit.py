@@ -22,11 +22,11 @@ def request_address(request: Request) -> Optional[str]:
 
 async def record(
     session: AsyncSession,
-    *,
     actor: Union[User, Principal],
     action: str,
     object_type: str,
     object_id: object,
+    *,
     address: Optional[str],
     channel: str,
     detail: Optional[str] = None,

@@ -32,6 +32,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.admin import audit
+from app.admin.audit import CONSOLE
 from app.auth import service as auth_service
 from app.core.config import Settings
 from app.core.db import db
@@ -149,13 +150,7 @@ class AdminAuth(AuthenticationBackend):
                 request.state.login_error = "Only superusers may use the console."
                 return False
             await audit.record(
-                session,
-                actor=user,
-                action="console.sign_in",
-                object_type="user",
-                object_id=user.id,
-                address=address,
-                channel=audit.CONSOLE,
+                session, user, "console.sign_in", "user", user.id, address=address, channel=CONSOLE
             )
             await session.commit()
         # A fresh session (and CSRF token) at every sign-in: no fixation.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Awaitable, Callable, ClassVar, Dict, List, Optional
 
 from sqladmin import BaseView, ModelView, expose
@@ -73,6 +74,8 @@ class ReadOnlyView(ModelView):
     can_export = False
     page_size = 50
     page_size_options = [25, 50, 100]
+    # Newest first (every console table has an `id` primary key).
+    column_default_sort = [("id", True)]
 
     def sort_requested(self, request: Request) -> bool:
         """True when the request asks to sort by one of the sortable columns.
@@ -109,30 +112,6 @@ class OperatedView(ReadOnlyView):
         return RedirectResponse(url, status_code=303)
 
 
-async def _deactivate(s: AsyncSession, actor: User, pk: Any, addr: Optional[str]) -> str:
-    return await actions.set_user_active(s, actor=actor, user_id=pk, active=False, address=addr)
-
-
-async def _reactivate(s: AsyncSession, actor: User, pk: Any, addr: Optional[str]) -> str:
-    return await actions.set_user_active(s, actor=actor, user_id=pk, active=True, address=addr)
-
-
-async def _grant(s: AsyncSession, actor: User, pk: Any, addr: Optional[str]) -> str:
-    return await actions.set_superuser(s, actor=actor, user_id=pk, grant=True, address=addr)
-
-
-async def _revoke(s: AsyncSession, actor: User, pk: Any, addr: Optional[str]) -> str:
-    return await actions.set_superuser(s, actor=actor, user_id=pk, grant=False, address=addr)
-
-
-async def _delete_post(s: AsyncSession, actor: User, pk: Any, addr: Optional[str]) -> str:
-    return await actions.delete_post(s, actor=actor, post_id=pk, address=addr)
-
-
-async def _retry_job(s: AsyncSession, actor: User, pk: Any, addr: Optional[str]) -> str:
-    return await actions.retry_job(s, actor=actor, job_id=pk, address=addr)
-
-
 class UserAdmin(OperatedView, model=User):
     name, name_plural, icon = "User", "Users", "fa-solid fa-user"
     # Never the password hash.
@@ -156,12 +135,11 @@ class UserAdmin(OperatedView, model=User):
     ]
     column_searchable_list = [User.email]
     column_sortable_list = [User.id, User.email, User.created_at]
-    column_default_sort = [(User.id, True)]
     keel_actions = {
-        "deactivate": _deactivate,
-        "reactivate": _reactivate,
-        "grant-superuser": _grant,
-        "revoke-superuser": _revoke,
+        "deactivate": partial(actions.set_user_active, active=False),
+        "reactivate": partial(actions.set_user_active, active=True),
+        "grant-superuser": partial(actions.set_superuser, grant=True),
+        "revoke-superuser": partial(actions.set_superuser, grant=False),
     }
 
     def operations(self, request: Request, obj: Any) -> List[Operation]:
@@ -191,8 +169,7 @@ class PostAdmin(OperatedView, model=Post):
     ]
     column_searchable_list = [Post.title, Post.body]
     column_sortable_list = [Post.id, Post.created_at]
-    column_default_sort = [(Post.id, True)]
-    keel_actions = {"delete": _delete_post}
+    keel_actions = {"delete": actions.delete_post}
 
     def operations(self, request: Request, obj: Any) -> List[Operation]:
         return [Operation("delete", "Delete post", danger=True)]
@@ -241,7 +218,7 @@ class JobAdmin(OperatedView, model=Job):
     ]
     column_searchable_list = [Job.kind]
     column_sortable_list = [Job.id, Job.status, Job.attempts, Job.updated_at]
-    keel_actions = {"retry": _retry_job}
+    keel_actions = {"retry": actions.retry_job}
 
     def sort_query(self, stmt: Select, request: Request) -> Select:
         if self.sort_requested(request):
@@ -253,41 +230,35 @@ class JobAdmin(OperatedView, model=Job):
         return [Operation("retry", "Retry")] if obj.status == DEAD else []
 
 
-class AccountAdmin(ReadOnlyView, model=Account):
+class RecordView(ReadOnlyView):
+    """Every column: for tables that hold nothing secret (records, not users)."""
+
+    column_list = "__all__"
+
+
+class AccountAdmin(RecordView, model=Account):
     name, name_plural, icon = "Account", "Accounts", "fa-solid fa-wallet"
-    column_list = "__all__"
-    column_default_sort = [(Account.id, True)]
 
 
-class TransferAdmin(ReadOnlyView, model=Transfer):
+class TransferAdmin(RecordView, model=Transfer):
     name, name_plural, icon = "Transfer", "Transfers", "fa-solid fa-right-left"
-    column_list = "__all__"
-    column_default_sort = [(Transfer.id, True)]
 
 
-class LedgerEntryAdmin(ReadOnlyView, model=LedgerEntry):
+class LedgerEntryAdmin(RecordView, model=LedgerEntry):
     name, name_plural, icon = "Ledger entry", "Ledger entries", "fa-solid fa-book"
-    column_list = "__all__"
-    column_default_sort = [(LedgerEntry.id, True)]
 
 
-class PaymentAdmin(ReadOnlyView, model=Payment):
+class PaymentAdmin(RecordView, model=Payment):
     name, name_plural, icon = "Payment", "Payments", "fa-solid fa-credit-card"
-    column_list = "__all__"
-    column_default_sort = [(Payment.id, True)]
 
 
-class PaymentEventAdmin(ReadOnlyView, model=PaymentEvent):
+class PaymentEventAdmin(RecordView, model=PaymentEvent):
     name, name_plural, icon = "Payment event", "Payment events", "fa-solid fa-bell"
-    column_list = "__all__"
-    column_default_sort = [(PaymentEvent.id, True)]
 
 
-class AuditAdmin(ReadOnlyView, model=AuditRecord):
+class AuditAdmin(RecordView, model=AuditRecord):
     name, name_plural, icon = "Audit record", "Audit", "fa-solid fa-clipboard-list"
-    column_list = "__all__"
     column_searchable_list = [AuditRecord.action, AuditRecord.actor_email, AuditRecord.object_id]
-    column_default_sort = [(AuditRecord.id, True)]
 
 
 class ModelsView(BaseView):
@@ -310,11 +281,7 @@ class ModelsView(BaseView):
         version = form.get("version")
         if not isinstance(version, str) or not 0 < len(version) <= 128:
             return Response("Bad request", status_code=400)
-
-        async def do_activate(s: AsyncSession, actor: User, v: Any, addr: Optional[str]) -> str:
-            return await actions.activate_model(s, actor=actor, version=v, address=addr)
-
-        await run_action(request, do_activate, version)
+        await run_action(request, actions.activate_model, version)
         return RedirectResponse(request.url_for("admin:models"), status_code=303)
 
 

@@ -30,7 +30,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
 logger = logging.getLogger(__name__)
 
@@ -302,6 +302,12 @@ class Postgres:
 # ----------------------------------------------------------------------- Redis
 
 
+def redis_volatile_args(folder: Path) -> List[str]:
+    """redis-server options for a server that keeps nothing: no snapshot, no
+    append-only file; whatever it writes goes under `folder`."""
+    return ["--save", "", "--appendonly", "no", "--dir", str(folder)]
+
+
 def _redis_answers(path: Path) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -344,12 +350,7 @@ class Redis:
                 str(self.socket_file),
                 "--unixsocketperm",
                 "700",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.folder),
+                *redis_volatile_args(self.folder),
                 "--logfile",
                 str(log),
                 "--daemonize",
@@ -395,17 +396,21 @@ class Redis:
 # One server per data folder for the life of the process; stopped by
 # stop_all(), or at exit if the process never called it.
 _servers: Dict[str, Union[Postgres, Redis]] = {}
+Server = TypeVar("Server", Postgres, Redis)
 
 
-def start_postgres(data_dir: Path) -> Postgres:
-    pgdata = (data_dir / "pgdata").resolve()
-    key = f"pg:{pgdata}"
+def _started(kind: Type[Server], name: str, folder: Path) -> Server:
+    key = f"{name}:{folder}"
     server = _servers.get(key)
-    if not isinstance(server, Postgres):
-        server = Postgres(pgdata)
+    if not isinstance(server, kind):
+        server = kind(folder)
         server.start()
         _servers[key] = server
     return server
+
+
+def start_postgres(data_dir: Path) -> Postgres:
+    return _started(Postgres, "pg", (data_dir / "pgdata").resolve())
 
 
 def asyncpg_url(server: Postgres, database: str = "postgres") -> str:
@@ -418,14 +423,7 @@ def embedded_database_url(data_dir: Path) -> str:
 
 
 def start_redis(data_dir: Path) -> Redis:
-    folder = (data_dir / "redis").resolve()
-    key = f"redis:{folder}"
-    server = _servers.get(key)
-    if not isinstance(server, Redis):
-        server = Redis(folder)
-        server.start()
-        _servers[key] = server
-    return server
+    return _started(Redis, "redis", (data_dir / "redis").resolve())
 
 
 def embedded_redis_url(data_dir: Path) -> str:

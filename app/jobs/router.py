@@ -66,13 +66,8 @@ async def retry_job(
     job_id: IdPath, request: Request, session: DbSession, user: CurrentSuperuser
 ) -> JobOut:
     job = await service.retry_job(session, job_id=job_id)
+    address = audit.request_address(request)
     await audit.record(
-        session,
-        actor=user,
-        action="job.retry",
-        object_type="job",
-        object_id=job.id,
-        address=audit.request_address(request),
-        channel=audit.API,
+        session, user, "job.retry", "job", job.id, address=address, channel=audit.API
     )
     return JobOut.model_validate(job)

@@ -87,14 +87,9 @@ async def activate_model(
     version: VersionPath, request: Request, session: DbSession, user: CurrentSuperuser
 ) -> ActiveModelOut:
     # Recorded first: a failed activation raises, and the rollback drops the record.
+    address = audit.request_address(request)
     await audit.record(
-        session,
-        actor=user,
-        action="model.activate",
-        object_type="model",
-        object_id=version,
-        address=audit.request_address(request),
-        channel=audit.API,
+        session, user, "model.activate", "model", version, address=address, channel=audit.API
     )
     manifest = await service.activate_model(model_server, version)
     return ActiveModelOut.model_validate(manifest)

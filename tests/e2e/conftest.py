@@ -121,6 +121,8 @@ class RedisServer:
     def start(self) -> None:
         import redis
 
+        from app.dev.embedded import redis_volatile_args
+
         self.folder.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [
@@ -129,12 +131,7 @@ class RedisServer:
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.folder),
+                *redis_volatile_args(self.folder),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -9,7 +9,7 @@ import hmac
 import json
 import random
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 import pytest
 from sqlalchemy import text
@@ -50,6 +50,19 @@ async def deliver(client: Any, payload: bytes, signature: Optional[str]) -> Any:
     if signature is not None:
         headers["Stripe-Signature"] = signature
     return await client.post("/api/payments/webhook", content=payload, headers=headers)
+
+
+def charges_time_out(monkeypatch: pytest.MonkeyPatch) -> List[int]:
+    """From now on the provider's charge times out, so each payment stays
+    pending; the returned list receives each charged payment's id, in order."""
+    charged: List[int] = []
+
+    async def timing_out_charge(**kwargs: Any) -> provider.ChargeResult:
+        charged.append(int(kwargs["metadata"]["payment_id"]))
+        raise provider.ProviderError("timeout")
+
+    monkeypatch.setattr(provider, "charge", timing_out_charge)
+    return charged
 
 
 async def stored_events(engine: Any) -> int:
@@ -107,20 +120,14 @@ async def test_webhook_completes_a_payment_whose_api_call_failed_and_retry_does_
 ) -> None:
     user = await signed_up_user(committed_client)
     account = await open_account(committed_client, user)
-    captured: Dict[str, Any] = {}
-
-    async def timing_out_charge(**kwargs: Any) -> provider.ChargeResult:
-        captured.update(kwargs)
-        raise provider.ProviderError("read timeout")
-
-    monkeypatch.setattr(provider, "charge", timing_out_charge)
+    charged = charges_time_out(monkeypatch)
     failed = await committed_client.post(
         "/api/pay", json={"amount": 5_000, "account_id": account["id"]}, headers=keyed(user, "k1")
     )
     assert failed.status_code == 502
     assert await balance(committed_client, user, account["id"]) == "0.00"
 
-    payment_id = int(captured["metadata"]["payment_id"])
+    [payment_id] = charged
     payload = succeeded_event("evt_late", payment_id, "pi_late", 5_000)
     for _ in range(3):
         delivered = await deliver(
@@ -148,18 +155,12 @@ async def test_webhook_with_bad_signature_is_400_and_has_no_effect(
 ) -> None:
     user = await signed_up_user(committed_client)
     account = await open_account(committed_client, user)
-    captured: Dict[str, Any] = {}
-
-    async def pending_charge(**kwargs: Any) -> provider.ChargeResult:
-        captured.update(kwargs)
-        raise provider.ProviderError("timeout")
-
-    monkeypatch.setattr(provider, "charge", pending_charge)
+    charged = charges_time_out(monkeypatch)
     failed = await committed_client.post(
         "/api/pay", json={"amount": 900, "account_id": account["id"]}, headers=user["headers"]
     )
     assert failed.status_code == 502
-    payload = succeeded_event("evt_bad", int(captured["metadata"]["payment_id"]), "pi_bad", 900)
+    payload = succeeded_event("evt_bad", charged[0], "pi_bad", 900)
     secret = settings.stripe_webhook_secret
     signature: Optional[str] = {
         "wrong_secret": sign(payload, "whsec_wrong"),
@@ -195,19 +196,11 @@ async def test_webhook_with_mismatched_amount_does_not_credit(
 ) -> None:
     user = await signed_up_user(committed_client)
     account = await open_account(committed_client, user)
-    captured: Dict[str, Any] = {}
-
-    async def pending_charge(**kwargs: Any) -> provider.ChargeResult:
-        captured.update(kwargs)
-        raise provider.ProviderError("timeout")
-
-    monkeypatch.setattr(provider, "charge", pending_charge)
+    charged = charges_time_out(monkeypatch)
     await committed_client.post(
         "/api/pay", json={"amount": 900, "account_id": account["id"]}, headers=user["headers"]
     )
-    payload = succeeded_event(
-        "evt_mismatch", int(captured["metadata"]["payment_id"]), "pi_m", 90_000
-    )
+    payload = succeeded_event("evt_mismatch", charged[0], "pi_m", 90_000)
     response = await deliver(
         committed_client, payload, sign(payload, settings.stripe_webhook_secret)
     )

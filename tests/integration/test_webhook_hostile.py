@@ -5,14 +5,31 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Dict
+from typing import Any, List, Tuple
 
 import pytest
 from sqlalchemy import text
 
-from app.integrations import stripe as provider
 from tests.integration.test_ledger import balance, open_account, signed_up_user
-from tests.integration.test_payment_webhook import deliver, sign, stored_events, succeeded_event
+from tests.integration.test_payment_webhook import (
+    charges_time_out,
+    deliver,
+    sign,
+    stored_events,
+    succeeded_event,
+)
+
+
+async def one_value(engine: Any, sql: str) -> Any:
+    async with engine.connect() as conn:
+        return (await conn.execute(text(sql))).scalar_one()
+
+
+async def payment_rows(engine: Any) -> List[Tuple[Any, ...]]:
+    """(id, status, provider_payment_id) of every payment, oldest first."""
+    sql = "SELECT id, status, provider_payment_id FROM payments ORDER BY id"
+    async with engine.connect() as conn:
+        return [tuple(row) for row in (await conn.execute(text(sql))).all()]
 
 
 async def test_signed_deeply_nested_body_is_400_invalid_event(
@@ -66,20 +83,12 @@ async def test_event_whose_intent_belongs_to_another_payment_is_recorded_and_ski
 ) -> None:
     user = await signed_up_user(committed_client)
     account = await open_account(committed_client, user)
-    captured: Dict[str, Any] = {}
-
-    async def pending_charge(**kwargs: Any) -> provider.ChargeResult:
-        captured.update(kwargs)
-        raise provider.ProviderError("timeout")
-
-    monkeypatch.setattr(provider, "charge", pending_charge)
-    payments = []
+    payments = charges_time_out(monkeypatch)
     for _ in range(2):
         response = await committed_client.post(
             "/api/pay", json={"amount": 700, "account_id": account["id"]}, headers=user["headers"]
         )
         assert response.status_code == 502
-        payments.append(int(captured["metadata"]["payment_id"]))
     first, second = payments
     secret = settings.stripe_webhook_secret
 
@@ -94,18 +103,10 @@ async def test_event_whose_intent_belongs_to_another_payment_is_recorded_and_ski
         assert response.status_code == 200, response.text
     assert await balance(committed_client, user, account["id"]) == "7.00"
     assert await stored_events(engine) == 2
-    async with engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                text("SELECT id, status, provider_payment_id FROM payments ORDER BY id")
-            )
-        ).all()
-        linked = (
-            await conn.execute(
-                text("SELECT payment_id FROM payment_events WHERE event_id = 'evt_second'")
-            )
-        ).scalar_one()
-    assert [tuple(row) for row in rows] == [
+    linked = await one_value(
+        engine, "SELECT payment_id FROM payment_events WHERE event_id = 'evt_second'"
+    )
+    assert await payment_rows(engine) == [
         (first, "succeeded", "pi_shared"),
         (second, "pending", None),
     ]
@@ -122,19 +123,11 @@ async def test_intent_attached_to_another_payment_concurrently_is_recorded_and_s
 
     user = await signed_up_user(committed_client)
     account = await open_account(committed_client, user)
-    captured: Dict[str, Any] = {}
-
-    async def pending_charge(**kwargs: Any) -> provider.ChargeResult:
-        captured.update(kwargs)
-        raise provider.ProviderError("timeout")
-
-    monkeypatch.setattr(provider, "charge", pending_charge)
-    payments = []
+    payments = charges_time_out(monkeypatch)
     for _ in range(2):
         await committed_client.post(
             "/api/pay", json={"amount": 700, "account_id": account["id"]}, headers=user["headers"]
         )
-        payments.append(int(captured["metadata"]["payment_id"]))
     first, second = payments
 
     async with engine.connect() as other:
@@ -168,18 +161,10 @@ async def test_intent_attached_to_another_payment_concurrently_is_recorded_and_s
     response = await asyncio.wait_for(delivery, 60)
     assert response.status_code == 200, response.text
     assert await balance(committed_client, user, account["id"]) == "0.00"
-    async with engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                text("SELECT id, status, provider_payment_id FROM payments ORDER BY id")
-            )
-        ).all()
-        recorded = (
-            await conn.execute(
-                text("SELECT count(*) FROM payment_events WHERE event_id = 'evt_race'")
-            )
-        ).scalar_one()
-    assert [tuple(row) for row in rows] == [
+    recorded = await one_value(
+        engine, "SELECT count(*) FROM payment_events WHERE event_id = 'evt_race'"
+    )
+    assert await payment_rows(engine) == [
         (first, "pending", "pi_race"),
         (second, "pending", None),
     ]
