@@ -526,9 +526,9 @@ def run_scripts(sides: List[Side], timeout: float) -> None:
             env = side.env()
             env["BENCH_REDIS_URL"] = env["REDIS_URL"]
             env["BENCH_BROKER_URL"] = env["REDIS_URL"]
-            # The scripts create their own databases on the admin server.
-            env.pop("DATABASE_URL")
-            env.pop("REDIS_URL")
+            if name != "csv_upload":  # it serves the side's database; the others make their own
+                env.pop("DATABASE_URL")
+                env.pop("REDIS_URL")
             print(f"\n### {side.name}: bench/{name}.py {' '.join(extra)}", flush=True)
             try:
                 done = subprocess.run(
@@ -610,14 +610,14 @@ def main() -> int:
             for group in groups:
                 for side in sides:
                     one_round(side, args, results, group)
+        if results:
+            report(sides, results)
+        if args.scripts:
+            run_scripts(sides, args.script_timeout)
     finally:
         for side in sides:
             drop(side)
             shutil.rmtree(side.work, ignore_errors=True)
-    if results:
-        report(sides, results)
-    if args.scripts:
-        run_scripts(sides, args.script_timeout)
     print(f"\nload average at end: {loadavg()}; {time.monotonic() - started:.0f} s in all")
     return 0
 
