@@ -591,11 +591,12 @@ def main() -> int:
     keel_dir = ROOT / ".keel"
     old_root = worktree(args.baseline, keel_dir / "bench-baseline")
     if args.new:
-        new_root, new_rev = worktree(args.new, keel_dir / "bench-new"), args.new
+        new_root = worktree(args.new, keel_dir / "bench-new")
+        new_rev = git("rev-parse", "--short", "HEAD", cwd=new_root)
     else:
-        new_root, new_rev = ROOT, "this checkout"
+        new_root = ROOT
         subprocess.run(["make", "install"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    new_rev += f" ({git('rev-parse', '--short', 'HEAD', cwd=new_root)})"
+        new_rev = f"this checkout ({git('rev-parse', '--short', 'HEAD')})"
     sides = [
         Side(
             "old",
