@@ -146,8 +146,14 @@ def worktree(rev: str, path: Path) -> Path:
     print(f"  {path}: {git('log', '--oneline', '-1', cwd=path)}", flush=True)
     # make install: uv sync from the worktree's own lock into its .venv; uv's
     # package cache is shared, so this mostly links files.
-    subprocess.run(["make", "install"], cwd=path, check=True, stdout=subprocess.DEVNULL)
+    make_install(path)
     return path
+
+
+def make_install(path: Path) -> None:
+    done = subprocess.run(["make", "install"], cwd=path, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"make install in {path} failed:\n{done.stdout}\n{done.stderr}")
 
 
 def side_run(side: Side, *argv: str, model_kind: str = "logreg") -> str:
@@ -595,7 +601,7 @@ def main() -> int:
         new_rev = git("rev-parse", "--short", "HEAD", cwd=new_root)
     else:
         new_root = ROOT
-        subprocess.run(["make", "install"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        make_install(ROOT)
         new_rev = f"this checkout ({git('rev-parse', '--short', 'HEAD')})"
     sides = [
         Side(
