@@ -264,7 +264,9 @@ def start_server(database_url: str, secret_key: str) -> Tuple[subprocess.Popen, 
         **os.environ,
         "DATABASE_URL": database_url,
         "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/1"),
-        "ENVIRONMENT": "production",
+        # Production refuses the fake provider, which funds the accounts here;
+        # development with JSON logs off is otherwise the same server.
+        "ENVIRONMENT": "development",
         "SECRET_KEY": secret_key,
         "PAYMENT_PROVIDER": "fake",
         "LOG_LEVEL": "WARNING",
