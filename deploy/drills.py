@@ -388,10 +388,18 @@ class Drills:
             text = path.read_bytes()[since:].decode(errors="replace")
             return text.count("] received") > text.count("] succeeded")
 
-        wait_for("worker1 to hold jobs it has not finished", mid_batch, 60, every=0.02)
-        t_kill = time.time()
-        kill_namespace(ns("worker1"), signal.SIGKILL)
-        wait_for("worker1 to exit", lambda: not namespace_pids("worker1"), 15)
+        # A job takes milliseconds, so "mid-batch" is a moment a poll can miss on
+        # a busy machine. Freezing the mail sink makes it a state: every job a
+        # worker takes now waits on its SMTP conversation (then times out and
+        # retries), so worker1 holds unfinished jobs until it is killed.
+        kill_namespace(ns("mail"), signal.SIGSTOP)
+        try:
+            wait_for("worker1 to hold jobs it has not finished", mid_batch, 60, every=0.05)
+            t_kill = time.time()
+            kill_namespace(ns("worker1"), signal.SIGKILL)
+            wait_for("worker1 to exit", lambda: not namespace_pids("worker1"), 15)
+        finally:
+            kill_namespace(ns("mail"), signal.SIGCONT)
         time.sleep(2)  # keep queueing while worker1 is gone
         ok, summary, counts = check_emails(time.time())
         r.counts = {**counts, "seconds_after_kill_until_all_delivered": round(
