@@ -5,7 +5,9 @@ dependency, runs. It verifies the JWT, then checks the account's standing
 (active, sessions not revoked since the token was issued) against a
 short-lived per-process cache of that standing, loading it from the
 database with one read of its own on a miss. Endpoints get a `Principal`
-(id, is_superuser), never the user row: those that need the row load it.
+(id, standing, email and name), never the user row: those that need the
+row load it. Email and name never change once an account exists, so
+`GET /api/users/me` answers from the principal without a read of its own.
 
 Revocation bound, by design: in *other* processes a deactivation or session
 revocation takes effect within `AUTH_CACHE_SECONDS` (default 2 s; 0 turns
@@ -134,7 +136,7 @@ _standing_loads: Dict[int, asyncio.Task[Optional[Principal]]] = {}
 def _standing_read() -> PreparedRead:
     # Built at first use, when every model is mapped.
     return PreparedRead(
-        select(User.id, User.is_superuser, User.tokens_valid_after).where(
+        select(User.id, User.is_superuser, User.tokens_valid_after, User.email, User.name).where(
             User.id == bindparam("user_id"), User.is_active.is_(True)
         )
     )
@@ -156,7 +158,9 @@ async def _load_principal(user_id: int) -> Optional[Principal]:
     if not rows:
         return None
     row = rows[0]
-    return Principal(row["id"], row["is_superuser"], row["tokens_valid_after"])
+    return Principal(
+        row["id"], row["is_superuser"], row["tokens_valid_after"], row["email"], row["name"]
+    )
 
 
 def verify_access_token(token: str) -> Tuple[int, float]:

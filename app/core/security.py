@@ -27,11 +27,14 @@ REFRESH = "refresh"
 @dataclass(frozen=True)
 class Principal:
     """The caller, as `CurrentUser` (app/auth/dependencies.py) resolves a
-    bearer token: the account's id and standing, not its row."""
+    bearer token: the account's id, standing and profile (email and name,
+    which never change once the account exists), not its row."""
 
     id: int
     is_superuser: bool
     tokens_valid_after: Optional[datetime]
+    email: str
+    name: str
 
 
 @functools.cache

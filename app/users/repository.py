@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from app.core.db import PreparedRead, Reader
 from app.core.pagination import PageQuery, fetch_page
 from app.users.models import User
 
 
 async def get_user(session: AsyncSession, user_id: int) -> Optional[User]:
     return await session.get(User, user_id)
-
-
-_users = User.__table__
-_PROFILE = PreparedRead(
-    select(_users.c.id, _users.c.email, _users.c.name).where(_users.c.id == bindparam("user_id"))
-)
-
-
-async def read_profile(reader: Reader, user_id: int) -> Optional[Dict[str, Any]]:
-    """A user's id, email and name as a dict, or None."""
-    rows = await reader.fetch(_PROFILE, {"user_id": user_id})
-    return dict(rows[0]) if rows else None
 
 
 async def get_user_by_email(session: AsyncSession, email: str) -> Optional[User]:

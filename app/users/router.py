@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from app.auth.dependencies import CurrentUser
-from app.core.db import DbSession, Reads
+from app.core.db import DbSession
 from app.core.pagination import NoQuery, Page, Pagination
 from app.core.responses import ORJSONUTCResponse
 from app.core.routing import KeelRoute
@@ -28,9 +28,9 @@ async def sign_up(body: UserCreate, session: DbSession) -> UserOut:
 
 
 @router.get("/me", dependencies=[NoQuery], response_model=UserOut, responses=error_responses(401))
-async def read_me(user: CurrentUser, reads: Reads) -> Response:
-    # One read: the standing behind CurrentUser is usually cached.
-    return ORJSONUTCResponse(await service.read_profile(reads, user.id))
+async def read_me(user: CurrentUser) -> Response:
+    # The principal carries the profile (app/auth/principal.py): no read of its own.
+    return ORJSONUTCResponse({"id": user.id, "email": user.email, "name": user.name})
 
 
 @router.get("", response_model=Page[PublicProfile], responses=error_responses(401, 422))

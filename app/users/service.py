@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.db import Reader
-from app.core.errors import InvalidToken, NotFound
+from app.core.errors import NotFound
 from app.core.security import hash_password
 from app.jobs.service import enqueue_job
 from app.users import repository
@@ -66,15 +65,6 @@ async def list_profiles(
 async def find_active_user(session: AsyncSession, user_id: int) -> Optional[User]:
     user = await repository.get_user(session, user_id)
     return user if user is not None and user.is_active else None
-
-
-async def read_profile(reader: Reader, user_id: int) -> Dict[str, Any]:
-    """The caller's own fields (UserOut's), by one read. Raises InvalidToken
-    when the account is gone (deleted since its standing was cached)."""
-    row = await repository.read_profile(reader, user_id)
-    if row is None:
-        raise InvalidToken()
-    return row
 
 
 SEND_WELCOME_EMAIL = "users.send_welcome_email"

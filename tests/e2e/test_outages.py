@@ -73,7 +73,8 @@ def test_database_outage_answers_503_then_recovers_without_restart(
                 assert read.status_code == 503, (path, read.text)
                 assert read.json()["code"] == "database_unavailable"
                 assert "retry-after" in read.headers
-            down = http.get("/api/users/me", headers=headers)
+            # Then the ORM session's path (a list of users).
+            down = http.get("/api/users", headers=headers)
             assert down.status_code == 503
             assert down.json()["code"] == "database_unavailable"
             assert "retry-after" in down.headers

@@ -145,7 +145,9 @@ async def test_a_standing_due_for_refresh_is_reloaded_in_the_background(
     user = await make_user()
     principal_cache.clear()
     # A standing in the second half of its life: served as is, reloaded once.
-    stale = Principal(id=user["id"], is_superuser=True, tokens_valid_after=None)
+    stale = Principal(
+        id=user["id"], is_superuser=True, tokens_valid_after=None, email="u@example.com", name="u"
+    )
     principal_cache.put(user["id"], stale, ttl=0.02)
     await asyncio.sleep(0.012)
     standing_reads.clear()

@@ -8,7 +8,9 @@ from app.auth.principal import Principal, PrincipalCache, TokenCache
 
 def test_cached_standing_expires_after_its_ttl() -> None:
     cache = PrincipalCache()
-    principal = Principal(id=7, is_superuser=False, tokens_valid_after=None)
+    principal = Principal(
+        id=7, is_superuser=False, tokens_valid_after=None, email="u@example.com", name="u"
+    )
     cache.put(7, principal, ttl=0.05)
     assert cache.get(7) == (True, principal)
     time.sleep(0.06)
@@ -25,7 +27,13 @@ def test_unknown_user_is_cached_as_none_and_invalidation_drops_entries() -> None
 
 def test_zero_ttl_disables_caching() -> None:
     cache = PrincipalCache()
-    cache.put(9, Principal(id=9, is_superuser=True, tokens_valid_after=None), ttl=0)
+    cache.put(
+        9,
+        Principal(
+            id=9, is_superuser=True, tokens_valid_after=None, email="u@example.com", name="u"
+        ),
+        ttl=0,
+    )
     assert cache.get(9) == (False, None)
 
 
@@ -94,7 +102,9 @@ def test_verify_access_token_rejects_forged_expired_and_odd_subjects() -> None:
 
 def test_an_entry_in_its_second_half_is_served_and_due_for_refresh() -> None:
     cache = PrincipalCache()
-    principal = Principal(id=3, is_superuser=False, tokens_valid_after=None)
+    principal = Principal(
+        id=3, is_superuser=False, tokens_valid_after=None, email="u@example.com", name="u"
+    )
     cache.put(3, principal, ttl=0.2)
     assert cache.lookup(3) == (True, principal, False)
     time.sleep(0.12)
@@ -105,7 +115,9 @@ def test_an_entry_in_its_second_half_is_served_and_due_for_refresh() -> None:
 
 def test_a_load_from_before_an_invalidation_is_not_stored() -> None:
     cache = PrincipalCache()
-    principal = Principal(id=4, is_superuser=False, tokens_valid_after=None)
+    principal = Principal(
+        id=4, is_superuser=False, tokens_valid_after=None, email="u@example.com", name="u"
+    )
     started = cache.generation
     cache.invalidate(4)  # e.g. sessions revoked while the read was in flight
     cache.put(4, principal, ttl=10, generation=started)
