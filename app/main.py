@@ -64,23 +64,25 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         docs_url=None,  # served by install_docs, from the app's own files
         redoc_url=None,
     )
-    install_docs(app)
     app.state.settings = settings
     install_error_handlers(app)
 
+    # Starlette tries routes in order, one pattern match each: the hot
+    # endpoints (predictions, the caller's profile, posts) come first.
     for router in (
         ops_router,
-        auth_router,
+        ml_router,
         users_router,
         posts_router,
+        auth_router,
         jobs_router,
         emails_router,
-        ml_router,
         ingestion_router,
         ledger_router,
         payments_router,
     ):
         app.include_router(router)
+    install_docs(app)  # after the API: its routes are matched after the API's
     mount_admin(app, settings)  # the operators' console at /admin (app/admin)
 
     app.add_middleware(

@@ -217,8 +217,9 @@ class Database:
     def configure(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
-        # Same pool; AUTOCOMMIT means no BEGIN/COMMIT round trips around a read.
-        self._reader = Reader(engine.execution_options(isolation_level="AUTOCOMMIT").connect)
+        # Same pool. Reader.fetch runs its statement on the driver connection,
+        # which asyncpg executes outside any transaction: no BEGIN/COMMIT.
+        self._reader = Reader(engine.connect)
 
     @property
     def engine(self) -> AsyncEngine:

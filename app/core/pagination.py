@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Generic, List, Optional, Tuple, TypeVar
 
-from fastapi import Depends, Query
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from typing_extensions import Annotated
@@ -41,8 +42,24 @@ Pagination = Annotated[PageParams, Query()]
 
 
 # async: FastAPI runs a plain `def` dependency in its thread pool, a costly hop for nothing.
-async def _no_query(query: Annotated[StrictQuery, Query()]) -> None:
-    """Takes no query parameters, so any one is a 422."""
+async def _no_query(request: Request) -> None:
+    """Takes no query parameters, so any one is a 422, reported exactly as a
+    query model that forbids extras reports it. Not declared as such a model:
+    FastAPI resolving one costs about an eighth of a whole prediction, for a
+    route with nothing to parse, so the model only runs when there is a query."""
+    if not request.scope["query_string"]:
+        return
+    params = request.query_params
+    values = {name: _one_or_all(params.getlist(name)) for name in params}
+    try:
+        StrictQuery.model_validate(values)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in errors]) from None
+
+
+def _one_or_all(values: List[str]) -> Any:
+    return values[0] if len(values) == 1 else values
 
 
 NoQuery = Depends(_no_query)
@@ -118,9 +135,6 @@ async def fetch_row_page(
     rows_read, count_read = query.prepared()
     rows = await reader.fetch(rows_read, {"limit": limit, "offset": offset})
     if rows:
-        total = int(rows[0]["_total"])
-        items = [dict(row) for row in rows]
-        for item in items:
-            del item["_total"]
-        return items, total
+        columns = tuple(rows[0].keys())[:-1]  # all but the last, `_total`
+        return [dict(zip(columns, row)) for row in rows], int(rows[0]["_total"])
     return [], int((await reader.fetch(count_read, {}))[0][0])

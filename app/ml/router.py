@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Request, Response
 from typing_extensions import Annotated
 
 from app.admin import audit
 from app.auth.dependencies import CurrentSuperuser, CurrentUser
 from app.core.db import DbSession
 from app.core.pagination import NoQuery, Page, Pagination
+from app.core.responses import ORJSONUTCResponse
 from app.core.routing import KeelRoute
 from app.core.schemas import error_responses
 from app.ml import service
@@ -32,9 +33,12 @@ VersionPath = Annotated[str, Path(examples=["v1"])]
     response_model=PredictionOut,
     responses=error_responses(401, 422, 503),
 )
-async def predict(body: PredictRequest, user: CurrentUser) -> PredictionOut:
+async def predict(body: PredictRequest, user: CurrentUser) -> Response:
+    # Built here from plain values, so not validated again as a PredictionOut.
     label, probability, version = await service.predict_one(model_server, body.features)
-    return PredictionOut(prediction=label, probability=probability, model_version=version)
+    return ORJSONUTCResponse(
+        {"prediction": label, "probability": probability, "model_version": version}
+    )
 
 
 @router.post(
