@@ -39,8 +39,7 @@ def _parse_executor() -> ThreadPoolExecutor:
 
 
 def _summarize_channel(channel: ByteChannel) -> CsvSummary:
-    # Imported here, in the parse thread: pyarrow (~45 MB) stays out of
-    # processes that never receive an upload.
+    # Imported here: pyarrow stays out of processes that never see an upload.
     from app.ingestion.csv_summary import summarize_csv
 
     try:
@@ -90,20 +89,16 @@ async def summarize_csv_upload(
             if not message.get("more_body", False):
                 break
         await reader.finish()
-    except FileTooLarge:
+    except BaseException as exc:
         channel.abort()
         if job is not None:
             await _wait_quietly(job)
-        logger.info(
-            "csv upload refused: file over %d bytes, body_bytes_read=%d",
-            max_file_bytes,
-            body_bytes,
-        )
-        raise
-    except BaseException:
-        channel.abort()
-        if job is not None:
-            await _wait_quietly(job)
+        if isinstance(exc, FileTooLarge):
+            logger.info(
+                "csv upload refused: file over %d bytes, body_bytes_read=%d",
+                max_file_bytes,
+                body_bytes,
+            )
         raise
     if job is None:
         raise missing_file_error()
