@@ -37,13 +37,9 @@ def login_throttles() -> Tuple[PairThrottle, Throttle]:
     an owner out from elsewhere, and per address (10x the budget), so one
     address cannot spray guesses over many accounts."""
     settings = get_settings()
-    per_pair = PairThrottle(
-        "login:pair", settings.login_max_failures, settings.login_lockout_seconds
-    )
-    per_address = Throttle(
-        "login:address", settings.login_max_failures * 10, settings.login_lockout_seconds
-    )
-    return per_pair, per_address
+    failures, seconds = settings.login_max_failures, settings.login_lockout_seconds
+    per_pair = PairThrottle("login:pair", failures, seconds)
+    return per_pair, Throttle("login:address", failures * 10, seconds)
 
 
 def login_account_key(email: str) -> str:

@@ -129,10 +129,14 @@ class DatabaseTimeout(ServiceUnavailable):
 
 QUERY_CANCELED = "57014"  # SQLSTATE of statement_timeout and pg_cancel_backend
 TOO_MANY_CONNECTIONS = "53300"
-# Class 08 (connection exception), and the server shutting down (57P01,
-# 57P02) or not accepting connections yet (57P03: starting up, in crash
-# recovery, a standby without hot_standby).
-_UNAVAILABLE_SQLSTATES = ("57P01", "57P02", "57P03")
+# Besides class 08 (connection exception): the server shutting down (57P01,
+# 57P02), not accepting connections yet (57P03), or full.
+_UNAVAILABLE_SQLSTATES = ("57P01", "57P02", "57P03", TOO_MANY_CONNECTIONS)
+
+
+def sqlstate(exc: BaseException) -> str:
+    """SQLAlchemy wraps the driver's error in .orig; asyncpg's own errors carry it."""
+    return str(getattr(getattr(exc, "orig", exc), "sqlstate", None) or "")
 
 
 def database_fault(exc: BaseException) -> Optional[ServiceUnavailable]:
@@ -145,14 +149,10 @@ def database_fault(exc: BaseException) -> Optional[ServiceUnavailable]:
     disk, say) is not the database's."""
     if isinstance(exc, PoolTimeout):
         return DatabaseTimeout("No database connection came free in time, try again shortly")
-    sqlstate = str(getattr(getattr(exc, "orig", exc), "sqlstate", None) or "")
-    if sqlstate == QUERY_CANCELED:
+    state = sqlstate(exc)
+    if state == QUERY_CANCELED:
         return DatabaseTimeout()
-    if (
-        sqlstate.startswith("08")
-        or sqlstate in _UNAVAILABLE_SQLSTATES
-        or sqlstate == TOO_MANY_CONNECTIONS
-    ):
+    if state.startswith("08") or state in _UNAVAILABLE_SQLSTATES:
         return DatabaseUnavailable()
     if isinstance(exc, (OperationalError, InterfaceError)) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated

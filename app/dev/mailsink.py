@@ -97,10 +97,8 @@ class MailSink:
         self.port = self._server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
-        """Stop listening, end every open SMTP session and close the loop. A
-        session left pending on a loop that never closes is destroyed at
-        interpreter exit, when asyncio can no longer report it ("Exception
-        ignored in: <function Task.__del__> ... '_PENDING'")."""
+        """Stop listening, end every open SMTP session and close the loop (a
+        session left pending would be destroyed noisily at interpreter exit)."""
 
         async def close() -> None:
             if self._server is not None:

@@ -1,16 +1,11 @@
 """Accounts and transfers: money moves only under row locks, atomically.
 
-Transaction model. Every function here works in the caller's session (the
-request's `DbSession`, committed after the endpoint returns and before the
-response is sent). `transfer_funds` is one of the exceptions to "services do not
-commit" (docs/design.md): when it stores an *error* response under an Idempotency-Key it
-commits that record before raising, because the request session rolls back
-on errors and the replay must find it.
-
-Retries. Locks are always taken in ascending account id order (and the
-idempotency row before any account), so deadlocks should not happen; if
-PostgreSQL still reports one, `run_with_retry` (app/core/transactions.py)
-runs the whole transaction again.
+Every function works in the caller's session. `transfer_funds` is one of the
+exceptions to "services do not commit" (docs/design.md): an *error* response
+stored under an Idempotency-Key is committed before raising, because the
+request session rolls back on errors and the replay must find it. Locks are
+taken in ascending account id order (the idempotency row first); a deadlock
+PostgreSQL still reports runs the whole transaction again (run_with_retry).
 """
 
 from __future__ import annotations

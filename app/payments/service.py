@@ -28,6 +28,7 @@ from typing import Any, Dict, Optional, Tuple
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.errors import sqlstate
 from app.core.transactions import run_with_retry
 from app.idempotency import service as idempotency
 from app.integrations import stripe as provider
@@ -50,6 +51,7 @@ from app.payments.schemas import PaymentOut
 logger = logging.getLogger(__name__)
 
 PAY_PATH = "/api/pay"
+UNIQUE_VIOLATION = "23505"
 
 
 def provider_key(payment_id: int) -> str:
@@ -222,12 +224,10 @@ async def handle_webhook(
 ) -> None:
     """Verify and apply one provider event.
 
-    The signature is checked on the raw body (timestamp within 300 s, past
-    or future). Each event id
-    is stored once (unique constraint), in the same transaction as its
-    effect: a redelivery is a no-op, and a failed application is not recorded
-    so the provider's redelivery tries again. `payment_intent.succeeded`
-    credits the payment exactly once (see apply_succeeded_payment).
+    The signature is checked on the raw body. Each event id is stored once
+    (unique constraint), in the same transaction as its effect: a redelivery
+    is a no-op, and a failed application is not recorded, so the provider's
+    redelivery tries again.
 
     Raises InvalidSignature or InvalidEvent (400), PaymentsDisabled (503: no
     provider configured, so no secret to trust; the provider redelivers later).
@@ -316,7 +316,7 @@ async def _apply_intent_succeeded(session: AsyncSession, event: Dict[str, Any]) 
                 session, payment_id=payment_id, provider_payment_id=intent_id
             )
     except IntegrityError as error:
-        if _sqlstate(error) != UNIQUE_VIOLATION:
+        if sqlstate(error) != UNIQUE_VIOLATION:
             raise
         logger.error(
             "webhook: intent %s was attached to another payment meanwhile; payment %s not credited",
@@ -325,10 +325,3 @@ async def _apply_intent_succeeded(session: AsyncSession, event: Dict[str, Any]) 
         )
         return None
     return payment_id
-
-
-UNIQUE_VIOLATION = "23505"
-
-
-def _sqlstate(error: IntegrityError) -> str:
-    return str(getattr(error.orig, "sqlstate", None) or "")
