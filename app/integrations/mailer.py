@@ -120,12 +120,7 @@ def _render_plain_7bit(email: OutgoingEmail, settings: Settings, date: str) -> O
     head = [_PLAIN_7BIT_HEAD]
     for name, value in headers:
         line = f"{name}: {value}"
-        if (
-            len(line) > _MAX_UNFOLDED_HEADER
-            or not value.isascii()
-            or "\n" in value
-            or "\r" in value
-        ):
+        if len(line) > _MAX_UNFOLDED_HEADER or not value.isascii() or _LINE_BREAKS.search(value):
             return None
         head.append(line + "\r\n")
     head.append("\r\n")
