@@ -68,13 +68,9 @@ async def _issue_pair(
 async def login(
     session: AsyncSession, *, email: str, password: str, client_host: Optional[str]
 ) -> TokenPair:
-    """Check credentials and start a new token family.
-
-    Raises TooManyRequests after repeated failures for the account from this
-    client address, or from this address overall; InvalidCredentials
-    otherwise. Unknown accounts cost one bcrypt check at the configured
-    cost too, so timing does not reveal which emails exist.
-    """
+    """Check credentials and start a new token family. Raises TooManyRequests
+    after repeated failures, InvalidCredentials otherwise. Unknown accounts
+    cost one bcrypt check too, so timing does not reveal which emails exist."""
     account_key = login_account_key(email)
     per_pair, per_address = login_throttles()
     address_key = client_address(client_host)

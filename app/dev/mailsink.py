@@ -1,9 +1,8 @@
 """A local SMTP server that keeps what it receives (aiosmtpd).
 
-`keel dev` runs one and points the worker at it; a process with SMTP_HOST
-unset starts one on demand (`embedded_mail_sink`). Each accepted message is
-written as an .eml file under `<data dir>/mail/`. Tests and the benchmark
-use `MailSink` with their own handlers (counting, failing, stalling).
+A process with SMTP_HOST unset starts one on demand (`embedded_mail_sink`),
+writing each message as an .eml file under `<data dir>/mail/`. Tests and
+benchmarks use `MailSink` with their own handlers.
 """
 
 from __future__ import annotations

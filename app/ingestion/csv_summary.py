@@ -12,9 +12,8 @@ pandas' C parser decides it, over all rows of the file:
 - an all-integer column with values outside int64 (and not all within uint64)
   is text.
 The statistics use the kept rows only (rows with an empty email are dropped).
-Memory per upload is bounded (docs/api.md, "CSV ingestion"): a few blocks in
-flight, at most 8 bytes per kept numeric value (column_stats.py) and per
-distinct email digest (emails.py).
+Memory per upload: a few blocks in flight, at most 8 bytes per kept numeric
+value (column_stats.py) and per distinct email (emails.py).
 """
 
 from __future__ import annotations

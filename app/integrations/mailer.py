@@ -152,12 +152,8 @@ def _classify(exc: Exception) -> MailError:
 
 class Mailer:
     """Sends messages over reused SMTP connections; reconnects when one drops.
-
-    A connection carries one mail transaction at a time: each send takes an
-    idle connection (or opens one) and gives it back when done, so a worker
-    running several jobs at once holds one connection per job in flight and
-    a worker running one job at a time reuses a single connection.
-    """
+    Each send takes an idle connection (or opens one) and gives it back: one
+    connection per job in flight."""
 
     MAX_IDLE = 8
 

@@ -344,10 +344,9 @@ def run_in_worker(job_ids: Sequence[int], kind: str) -> List[str]:
 # --------------------------------------------------------------- worker signals
 
 
-# The outbox sweep runs in every pool process, never in the parent: a
-# prefork parent that held DB/Redis sockets would hand copies to each child
-# it forks, and a child closing a stale copy (after billiard closed and
-# reused the descriptor number) would cut one of its own live connections.
+# The outbox sweep runs in every pool process, never in the parent: sockets a
+# prefork parent held would be copied into each child it forks, where closing
+# a stale copy could cut one of the child's own live connections.
 @worker_process_init.connect
 def _start_process_runtime(**_: Any) -> None:
     start_runtime()

@@ -29,12 +29,9 @@ logger = logging.getLogger(__name__)
 async def sweep_once(
     sessionmaker: async_sessionmaker[AsyncSession], publisher: Publisher, settings: Settings
 ) -> int:
-    """One pass; returns how many jobs were published.
-
-    Rows are marked first (commit), then published: a worker that gets the
-    message at once must find the row unlocked. If the broker fails in
-    between, those rows wait one more grace period.
-    """
+    """One pass; returns how many jobs were published. Rows are marked (and
+    committed) first: a worker that gets the message at once must find them
+    unlocked. If the broker fails in between, they wait one more grace period."""
     if not publisher.is_broker_reachable():
         logger.info("sweep: broker unreachable, will try again")
         return 0

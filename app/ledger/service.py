@@ -74,18 +74,12 @@ async def transfer_funds(
     amount: Decimal,
     idempotency_key: Optional[str] = None,
 ) -> TransferOut:
-    """Move `amount` from the user's account to another account, atomically.
+    """Move `amount` from the user's account to another account, atomically,
+    under row locks; no balance goes negative (checked under the lock, and by
+    a CHECK constraint). With an idempotency key the first response (success
+    or business error) is stored and replayed, moving no money again.
 
-    Guarantees: both balances, the transfer and its debit and credit entries
-    are written in one transaction under row locks taken in ascending id
-    order; no balance goes negative (checked under the lock, and by a CHECK
-    constraint); deadlocks/serialization failures are retried. With an
-    idempotency key the first response (success or business error) is stored
-    in the same transaction and replayed for the same request, moving no
-    money again.
-
-    Raises AccountNotFound (from-account missing or not the user's,
-    to-account missing), SameAccount, CurrencyMismatch, InsufficientFunds,
+    Raises AccountNotFound, SameAccount, CurrencyMismatch, InsufficientFunds,
     IdempotencyKeyReused (same key, different request).
     """
     if from_account_id == to_account_id:

@@ -3,10 +3,8 @@
 Layout under the model directory (`settings.resolved_model_dir`)::
 
     v1/model.onnx       the serving artifact (ONNX: data, not code)
-    v1/manifest.json    version, name, kind, created_at, n_features, feature_names,
-                        classes, metrics, framework versions, sha256 of model.onnx
-                        and of parity.json
-    v1/parity.json      held-out inputs and the scikit-learn probabilities for them
+    v1/manifest.json    what the model is, its metrics, the files' SHA-256
+    v1/parity.json      held-out inputs and scikit-learn's probabilities for them
     active              the version being served (one line)
 
 Version folders are renamed into place and the pointer replaced atomically,

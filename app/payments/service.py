@@ -1,22 +1,15 @@
 """Top-ups: charge through the provider, credit the account exactly once.
 
-Transactions of `pay_account` (it commits on its own, one of the exceptions
-listed in docs/design.md, because the provider must never be called inside
-an open transaction):
-
+`pay_account` commits on its own (an exception listed in docs/design.md:
+the provider is never called inside an open transaction):
 1. claim the Idempotency-Key, check the account, insert a `pending` payment;
-   **commit**;
-2. call the provider with no transaction open, with an idempotency key
-   derived from our payment id (`keel-payment-<id>`), so retries of the same
-   payment can never be charged twice;
-3. in a new transaction, lock the payment row; if it is not `succeeded` yet,
-   mark it and credit the account (one ledger entry); store the response
-   under the Idempotency-Key. The request session commits it before the
-   client sees 200.
-
+   commit;
+2. call the provider with a key derived from our payment id, so retries of
+   one payment are never charged twice;
+3. lock the payment row; unless it is `succeeded`, mark it and credit the
+   account; store the response under the Idempotency-Key.
 The webhook applies `payment_intent.succeeded` through the same step 3, so the
-credit happens once whichever of API response and webhook(s) comes first,
-however often each arrives.
+credit happens once whichever arrives first, however often.
 """
 
 from __future__ import annotations
@@ -78,12 +71,10 @@ async def pay_account(
 ) -> PaymentOut:
     """Charge `amount_minor` and credit the user's account exactly once.
 
-    Raises AccountNotFound (not the user's account), PaymentDeclined (402,
-    nothing credited; replays return it again), PaymentProviderError (502,
-    nothing credited, the payment stays pending: a retry with the same
-    Idempotency-Key charges with the same provider key, and a webhook may
-    still complete it), IdempotencyKeyReused (409), PaymentsDisabled (503,
-    no provider configured: nothing is written).
+    Raises AccountNotFound, PaymentDeclined (replays return it again),
+    PaymentProviderError (the payment stays pending: a retry charges with the
+    same provider key, and a webhook may still complete it),
+    IdempotencyKeyReused, PaymentsDisabled (nothing is written).
     """
     if not provider.payments_enabled():
         raise PaymentsDisabled()
