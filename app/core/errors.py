@@ -178,11 +178,8 @@ _HTTP_CODES = {
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return JSONResponse(
-        error_body(jsonable_encoder(exc.detail), exc.code),
-        status_code=exc.status_code,
-        headers=exc.headers,
-    )
+    body = error_body(jsonable_encoder(exc.detail), exc.code)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -242,11 +239,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         methods = _methods_of_path(request)
         if methods:
             headers["Allow"] = ", ".join(sorted(methods))
-    return JSONResponse(
-        error_body(exc.detail, code),
-        status_code=exc.status_code,
-        headers=headers or None,
-    )
+    return JSONResponse(error_body(exc.detail, code), exc.status_code, headers=headers or None)
 
 
 class InvalidData(AppError):
@@ -282,12 +275,7 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.error(
-        "unhandled error on %s %s",
-        request.method,
-        request.url.path,
-        exc_info=(type(exc), exc, exc.__traceback__),
-    )
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(error_body("Internal server error", "internal_error"), status_code=500)
 
 

@@ -86,15 +86,9 @@ async def transfer_funds(
         raise SameAccount()
     request_hash = None
     if idempotency_key is not None:
-        request_hash = idempotency.request_fingerprint(
-            "POST",
-            "/api/transfers",
-            {
-                "from_account_id": from_account_id,
-                "to_account_id": to_account_id,
-                "amount": format_money(amount),
-            },
-        )
+        ids = {"from_account_id": from_account_id, "to_account_id": to_account_id}
+        body = {**ids, "amount": format_money(amount)}
+        request_hash = idempotency.request_fingerprint("POST", "/api/transfers", body)
 
     async def attempt() -> TransferOut:
         claim = None
