@@ -26,11 +26,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def memory_backed_dir() -> Optional[str]:
-    """/dev/shm where it is a writable directory (Linux), else None. Files
-    there are never written back to disk: a worker writing to one never waits
-    on the filesystem's journal or writeback (gunicorn's heartbeat `fchmod`s a
-    file each second; the multiprocess metrics are mmap'ed files written on
-    every request)."""
+    """/dev/shm where it is a writable directory (Linux), else None: files
+    written often (gunicorn's heartbeat, the multiprocess metrics) never wait
+    on disk writeback there."""
     shm = "/dev/shm"
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
 
@@ -190,18 +188,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     settings.check_production_safety()
+    argv = ["worker", "--loglevel", args.loglevel, "--pool", args.pool, "--queues", QUEUE]
     # No mingle/gossip: workers share nothing but the queue, and start faster.
-    argv = [
-        "worker",
-        "--loglevel",
-        args.loglevel,
-        "--pool",
-        args.pool,
-        "--without-mingle",
-        "--without-gossip",
-        "--queues",
-        QUEUE,
-    ]
+    argv += ["--without-mingle", "--without-gossip"]
     concurrency = args.concurrency or settings.worker_concurrency
     if concurrency:
         argv += ["--concurrency", str(concurrency)]

@@ -1,17 +1,11 @@
-"""gunicorn settings used by `keel serve` (`-c python:app.gunicorn_conf`).
+"""gunicorn settings used by `keel serve` (`-c python:app.gunicorn_conf`):
+stock gunicorn managing uvicorn's worker class.
 
-Stock gunicorn managing uvicorn's own worker class; only gunicorn's and
-uvicorn's public settings.
-
-- Workers: `keel serve --workers N`, else WEB_CONCURRENCY, else the CPUs this
-  process may use (affinity mask and cgroup quota: app/core/cpu_count.py).
-- Event loop: EVENT_LOOP (uvicorn's `loop` setting, default asyncio: see the
-  README); the HTTP parser is uvicorn's choice (httptools when installed).
-- The app is imported once in the master (`preload_app`) and the workers fork
-  from it; each worker runs the app's lifespan itself (model, batcher thread
-  and connection pools are per process).
-- SIGTERM: the master stops accepting and each worker finishes the requests
-  it has in flight, for up to `graceful_timeout` seconds.
+Workers: `keel serve --workers N`, else WEB_CONCURRENCY, else the CPUs this
+process may use (app/core/cpu_count.py). The app is imported once in the
+master (`preload_app`); each forked worker runs the lifespan itself (model,
+batcher thread and pools are per process). On SIGTERM workers finish their
+requests in flight for up to `graceful_timeout` seconds.
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """The Celery application (the one place it is defined).
 
-Tasks are named "<domain>.<verb>" and take job ids only, one or a few
-jobs of that kind per message (app/jobs). Delivery
+Tasks are named "<domain>.<verb>" and take job ids only (app/jobs). Delivery
 is at-least-once: acks_late + reject_on_worker_lost put a task whose pool
 process died back on the queue, and the job rows make re-runs harmless.
-
-This module imports no jobs code (the job modules import it). The worker's
-process signals are wired in app/jobs/runner.py, the first module the worker
-imports (`imports` below): each pool process gets one event loop and one
-async engine, created when the process starts (worker_process_init), and
-reused SMTP connections (one per job running at once); all closed when it
-stops. Each pool process also runs the outbox sweep.
+This module imports no jobs code; the worker's process signals are wired in
+app/jobs/runner.py, the first module in `imports`.
 """
 
 from __future__ import annotations

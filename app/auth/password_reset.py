@@ -49,7 +49,7 @@ async def request_password_reset(
     otherwise, and return the same way in both cases (no account enumeration).
     Raises TooManyRequests when the account or the client asked too often."""
     settings = get_settings()
-    account_key = users_service.normalize_email(email)[:320]
+    account_key = login_account_key(email)
     address_key = client_address(client_host)
     per_account, per_address = reset_throttles()
     await per_account.check(account_key)

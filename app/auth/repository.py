@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
+from typing import Any, Optional
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,20 +30,17 @@ async def get_refresh_token_for_update(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def _revoke(session: AsyncSession, which: Any, now: datetime) -> None:
+    live = RefreshToken.revoked_at.is_(None)
+    await session.execute(update(RefreshToken).where(which, live).values(revoked_at=now))
+
+
 async def revoke_family(session: AsyncSession, family_id: str, now: datetime) -> None:
-    await session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
+    await _revoke(session, RefreshToken.family_id == family_id, now)
 
 
 async def revoke_all_for_user(session: AsyncSession, user_id: int, now: datetime) -> None:
-    await session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
+    await _revoke(session, RefreshToken.user_id == user_id, now)
 
 
 async def add_password_reset_token(

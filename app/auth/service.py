@@ -37,13 +37,9 @@ def login_throttles() -> Tuple[PairThrottle, Throttle]:
     an owner out from elsewhere, and per address (10x the budget), so one
     address cannot spray guesses over many accounts."""
     settings = get_settings()
-    per_pair = PairThrottle(
-        "login:pair", settings.login_max_failures, settings.login_lockout_seconds
-    )
-    per_address = Throttle(
-        "login:address", settings.login_max_failures * 10, settings.login_lockout_seconds
-    )
-    return per_pair, per_address
+    failures, seconds = settings.login_max_failures, settings.login_lockout_seconds
+    per_pair = PairThrottle("login:pair", failures, seconds)
+    return per_pair, Throttle("login:address", failures * 10, seconds)
 
 
 def login_account_key(email: str) -> str:
@@ -72,13 +68,9 @@ async def _issue_pair(
 async def login(
     session: AsyncSession, *, email: str, password: str, client_host: Optional[str]
 ) -> TokenPair:
-    """Check credentials and start a new token family.
-
-    Raises TooManyRequests after repeated failures for the account from this
-    client address, or from this address overall; InvalidCredentials
-    otherwise. Unknown accounts cost one bcrypt check at the configured
-    cost too, so timing does not reveal which emails exist.
-    """
+    """Check credentials and start a new token family. Raises TooManyRequests
+    after repeated failures, InvalidCredentials otherwise. Unknown accounts
+    cost one bcrypt check too, so timing does not reveal which emails exist."""
     account_key = login_account_key(email)
     per_pair, per_address = login_throttles()
     address_key = client_address(client_host)

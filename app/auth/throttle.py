@@ -8,7 +8,7 @@ logged, so a cache outage never locks everyone out.
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Optional, Set, cast
+from typing import Any, Awaitable, List, Optional, Set, cast
 
 from redis.exceptions import RedisError
 
@@ -41,13 +41,19 @@ class Throttle:
             logger.warning("throttle %s: redis unavailable, failing open", self.scope)
 
     async def record_failure(self, *subjects: str) -> None:
+        await self._count([self._key(subject) for subject in subjects])
+
+    async def _count(self, keys: List[str], index: Optional[str] = None) -> None:
         try:
             pipe = get_redis().pipeline(transaction=False)
-            for subject in subjects:
-                key = self._key(subject)
+            for key in keys:
                 # SET NX EX + INCR rather than EXPIRE NX (Redis 7 only; embedded is 6.2).
                 pipe.set(key, 0, ex=self.window_seconds, nx=True)
                 pipe.incr(key)
+            if index is not None:
+                # Outlives every pair it lists: each expires within one window.
+                pipe.sadd(index, *keys)
+                pipe.expire(index, self.window_seconds)
             await pipe.execute()
         except (RedisError, OSError):
             logger.warning("throttle %s: redis unavailable, failure not counted", self.scope)
@@ -74,17 +80,7 @@ class PairThrottle(Throttle):
         return f"throttle:{self.scope}:index:{account}"
 
     async def record_pair_failure(self, address: str, account: str) -> None:
-        try:
-            pipe = get_redis().pipeline(transaction=False)
-            key = self._key(self.pair(address, account))
-            pipe.set(key, 0, ex=self.window_seconds, nx=True)
-            pipe.incr(key)
-            # Outlives every pair it lists: each expires within one window.
-            pipe.sadd(self._index(account), key)
-            pipe.expire(self._index(account), self.window_seconds)
-            await pipe.execute()
-        except (RedisError, OSError):
-            logger.warning("throttle %s: redis unavailable, failure not counted", self.scope)
+        await self._count([self._key(self.pair(address, account))], index=self._index(account))
 
     async def clear_account(self, account: str) -> None:
         try:

@@ -1,13 +1,7 @@
-"""How many CPUs this process may actually use: the default `keel serve`
-worker count.
-
-`os.cpu_count()` counts the host's CPUs. In a container or a systemd unit
-the process may be limited to fewer, two ways: an affinity mask (cpuset,
-`taskset`), which `os.sched_getaffinity` reports, and a CPU quota (cgroup
-`cpu.max`, or `cpu.cfs_quota_us`/`cpu.cfs_period_us` on cgroup v1), which
-nothing in the standard library reports. Starting one worker per host CPU
-under a quota of two CPUs gives every worker a slice of two CPUs' time and
-throttles them all; the smaller of the two limits is the useful count.
+"""How many CPUs this process may actually use (the default `keel serve`
+worker count): the smaller of its affinity mask and its cgroup CPU quota,
+which the standard library does not report. One worker per host CPU under a
+smaller quota throttles them all.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """/docs (Swagger UI) and /redoc with their assets served by the app itself.
 
-FastAPI's recipe for self-hosted docs assets: the built-in pages are turned
-off (docs_url=None, redoc_url=None) and rebuilt with `get_swagger_ui_html` /
-`get_redoc_html` pointing at a StaticFiles mount. The files come from the
-pinned `fastapi-offline` wheel (Swagger UI 5, which renders FastAPI's
-OpenAPI 3.1 schema, and ReDoc 2), so the pages work offline and behind a
-firewall. Each page sends a Content-Security-Policy that admits only this
-app's own files plus the page's inline start-up script, by its hash.
+FastAPI's recipe for self-hosted docs assets, with the files of the pinned
+`fastapi-offline` wheel: the pages work offline. Each page sends a
+Content-Security-Policy admitting only this app's files and the page's inline
+start-up script, by its hash.
 """
 
 from __future__ import annotations

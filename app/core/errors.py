@@ -129,30 +129,26 @@ class DatabaseTimeout(ServiceUnavailable):
 
 QUERY_CANCELED = "57014"  # SQLSTATE of statement_timeout and pg_cancel_backend
 TOO_MANY_CONNECTIONS = "53300"
-# Class 08 (connection exception), and the server shutting down (57P01,
-# 57P02) or not accepting connections yet (57P03: starting up, in crash
-# recovery, a standby without hot_standby).
-_UNAVAILABLE_SQLSTATES = ("57P01", "57P02", "57P03")
+# Besides class 08 (connection exception): the server shutting down (57P01,
+# 57P02), not accepting connections yet (57P03), or full.
+_UNAVAILABLE_SQLSTATES = ("57P01", "57P02", "57P03", TOO_MANY_CONNECTIONS)
+
+
+def sqlstate(exc: BaseException) -> str:
+    """SQLAlchemy wraps the driver's error in .orig; asyncpg's own errors carry it."""
+    return str(getattr(getattr(exc, "orig", exc), "sqlstate", None) or "")
 
 
 def database_fault(exc: BaseException) -> Optional[ServiceUnavailable]:
     """The 503 that `exc` calls for if it is a database fault, else None.
-
-    Knows SQLAlchemy's errors (the driver's SQLSTATE in `.orig`), the pool's
-    timeout, and asyncpg's own errors (the hot paths call the driver
-    directly). A bare OSError is not one: the engine reports a failed
-    connect as OperationalError (app/core/db.py), and anything else (a full
-    disk, say) is not the database's."""
+    A bare OSError is not one: the engine reports a failed connect as
+    OperationalError (app/core/db.py); anything else is not the database's."""
     if isinstance(exc, PoolTimeout):
         return DatabaseTimeout("No database connection came free in time, try again shortly")
-    sqlstate = str(getattr(getattr(exc, "orig", exc), "sqlstate", None) or "")
-    if sqlstate == QUERY_CANCELED:
+    state = sqlstate(exc)
+    if state == QUERY_CANCELED:
         return DatabaseTimeout()
-    if (
-        sqlstate.startswith("08")
-        or sqlstate in _UNAVAILABLE_SQLSTATES
-        or sqlstate == TOO_MANY_CONNECTIONS
-    ):
+    if state.startswith("08") or state in _UNAVAILABLE_SQLSTATES:
         return DatabaseUnavailable()
     if isinstance(exc, (OperationalError, InterfaceError)) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated
@@ -182,11 +178,8 @@ _HTTP_CODES = {
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return JSONResponse(
-        error_body(jsonable_encoder(exc.detail), exc.code),
-        status_code=exc.status_code,
-        headers=exc.headers,
-    )
+    body = error_body(jsonable_encoder(exc.detail), exc.code)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -246,11 +239,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         methods = _methods_of_path(request)
         if methods:
             headers["Allow"] = ", ".join(sorted(methods))
-    return JSONResponse(
-        error_body(exc.detail, code),
-        status_code=exc.status_code,
-        headers=headers or None,
-    )
+    return JSONResponse(error_body(exc.detail, code), exc.status_code, headers=headers or None)
 
 
 class InvalidData(AppError):
@@ -286,12 +275,7 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.error(
-        "unhandled error on %s %s",
-        request.method,
-        request.url.path,
-        exc_info=(type(exc), exc, exc.__traceback__),
-    )
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(error_body("Internal server error", "internal_error"), status_code=500)
 
 

@@ -1,11 +1,6 @@
-"""Running a transaction again after a deadlock or serialization failure.
-
-Shared by every domain that locks rows (the ledger's transfers, payments):
-PostgreSQL may still report a deadlock or serialization failure
-(40P01/40001) where locks are taken in a fixed order; the whole transaction
-is then rolled back and run again, a bounded number of times with jittered
-backoff. Nothing was committed by the failed attempt, so a retry can never
-apply its effects twice.
+"""Running a transaction again after a deadlock or serialization failure
+(PostgreSQL may report one even where locks are taken in a fixed order): the
+failed attempt committed nothing, so a retry never applies its effects twice.
 """
 
 from __future__ import annotations
@@ -13,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import Awaitable, Callable, Optional, TypeVar
+from typing import Awaitable, Callable, TypeVar
 
 import asyncpg
 from prometheus_client import Counter
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import sqlstate
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +30,8 @@ TRANSACTION_RETRIES = Counter(
 )
 
 
-def _sqlstate(error: Exception) -> Optional[str]:
-    # SQLAlchemy wraps the driver error in .orig; asyncpg's own errors carry it themselves.
-    return getattr(getattr(error, "orig", error), "sqlstate", None)
-
-
 def is_retryable(error: Exception) -> bool:
-    return _sqlstate(error) in RETRYABLE_SQLSTATES
+    return sqlstate(error) in RETRYABLE_SQLSTATES
 
 
 async def run_with_retry(session: AsyncSession, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -52,7 +44,7 @@ async def run_with_retry(session: AsyncSession, attempt: Callable[[], Awaitable[
             if not is_retryable(error) or number == MAX_ATTEMPTS:
                 raise
             TRANSACTION_RETRIES.inc()
-            logger.warning("transaction retry %d after sqlstate %s", number, _sqlstate(error))
+            logger.warning("transaction retry %d after sqlstate %s", number, sqlstate(error))
             await session.rollback()
             await asyncio.sleep(random.uniform(0, 0.005 * 2**number))
     raise AssertionError("unreachable")  # pragma: no cover

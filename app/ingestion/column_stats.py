@@ -1,12 +1,5 @@
-"""Numeric column values, stored compactly, and their `describe()` statistics.
-
-A column's non-missing values are kept in chunks of at most 8 bytes per value
-(exact quantiles need the values): integers take 1/2/4 bytes, decimals with
-few digits 4 bytes (`compact`, checked to round-trip exactly), the rest
-float64. `describe_values` computes the statistics the way pandas' nanops do
-(float64 sums, two-pass variance, ddof=1, linear percentiles), on the
-integers themselves when every chunk has one scale.
-"""
+"""Numeric column values, stored compactly (exact quantiles need them all),
+and their `describe()` statistics."""
 
 from __future__ import annotations
 
@@ -66,12 +59,10 @@ class Scaled:
 
 
 def compact(values: np.ndarray, decimals_hint: int = 0) -> Union[np.ndarray, Scaled]:
-    """Store a chunk in the smallest form that gives back the same float64s:
-    integers in 1/2/4 bytes (an `age` column takes 1 byte per value), decimals
-    with few digits as 4-byte integers plus a power of ten (`12.34` is 1234
-    and 2). Every value is checked to round-trip bit for bit; otherwise the
-    chunk stays float64. `decimals_hint` (what the previous chunk needed) is
-    tried first."""
+    """The smallest form that gives back the same float64s bit for bit:
+    integers in 1/2/4 bytes, decimals with few digits as integers plus a power
+    of ten (`12.34` is 1234 and 2), else float64. `decimals_hint` (what the
+    previous chunk needed) is tried first."""
     low, high = float(values.min()), float(values.max())
     if not (math.isfinite(low) and math.isfinite(high)):
         return values
@@ -102,13 +93,8 @@ def _chunk_len(chunk: Union[np.ndarray, Scaled]) -> int:
 def describe_values(chunks: List[Union[np.ndarray, Scaled]]) -> ColumnStats:
     """pandas `Series.describe()` of the non-missing values, computed the way
     pandas' nanops do (float64 sums, two-pass variance, ddof=1, linear
-    percentiles). Consumes `chunks`.
-
-    When every chunk is stored as integers with one scale (integers, or
-    decimals with the same number of digits), the statistics are computed on
-    the integers and scaled at the end: no float64 copy of the column is
-    made, min/max are exact, and sums are exact up to 2**53.
-    """
+    percentiles). Consumes `chunks`. When every chunk holds integers of one
+    scale, works on the integers and scales at the end (no float64 copy)."""
     count = sum(_chunk_len(chunk) for chunk in chunks)
     if count == 0:
         chunks.clear()
@@ -138,18 +124,8 @@ def describe_values(chunks: List[Union[np.ndarray, Scaled]]) -> ColumnStats:
         std = math.sqrt(_sum_of_squares(values, mean) / (count - 1)) if count > 1 else math.nan
         low, high = float(values.min()), float(values.max())
         p25, p50, p75 = _quartiles(values, low, high)
-    if decimals:
-        return ColumnStats(
-            count,
-            mean / scale,
-            std / scale,
-            low / scale,
-            float(p25) / scale,
-            float(p50) / scale,
-            float(p75) / scale,
-            high / scale,
-        )
-    return ColumnStats(count, mean, std, low, float(p25), float(p50), float(p75), high)
+    # Dividing by 1.0 changes nothing: one return serves every scale.
+    return ColumnStats(count, *(float(v) / scale for v in (mean, std, low, p25, p50, p75, high)))
 
 
 _QUARTILES = (0.25, 0.5, 0.75)
@@ -158,11 +134,9 @@ _COUNTED_RANGE = 1 << 16
 
 
 def _quartiles(values: np.ndarray, low: float, high: float) -> Tuple[float, float, float]:
-    """The 25%, 50% and 75% percentiles with numpy's default (linear)
-    interpolation; may reorder `values`. Needs each quartile's two
-    neighbouring order statistics: from a histogram for integers of a small
-    range (one pass), else from one partition around the three lower ones
-    (the upper neighbour is the minimum of the slice after it)."""
+    """The quartiles with numpy's default (linear) interpolation; may reorder
+    `values`. Each quartile's two neighbouring order statistics come from a
+    histogram for integers of a small range, else from one partition."""
     count = len(values)
     positions = [(count - 1) * q for q in _QUARTILES]
     lower = [int(math.floor(position)) for position in positions]

@@ -1,11 +1,5 @@
-"""The bytes of an uploaded CSV, checked and handed to pyarrow's streaming reader.
-
-`CheckedStream` pulls the pieces and checks them (UTF-8, no NUL bytes);
-`read_start` and `split_header` sniff the file type and cut off the header
-record; `ArrowSource` is the file-like object pyarrow reads the data rows
-from, in BLOCK_SIZE blocks, at most READ_AHEAD_BLOCKS of them ahead of the
-batches consumed.
-"""
+"""The bytes of an uploaded CSV, checked (`CheckedStream`), their header cut
+off (`read_start`, `split_header`) and handed to pyarrow (`ArrowSource`)."""
 
 from __future__ import annotations
 
@@ -14,8 +8,8 @@ import csv
 import io
 import re
 import threading
-from collections import deque
-from typing import Callable, Deque, Dict, List, Optional, Tuple, Union
+from collections import Counter, deque
+from typing import Callable, Deque, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -73,7 +67,6 @@ class CheckedStream:
                     f"{self._line_at(piece, max(exc.start, 0))}); save it as UTF-8 and upload again"
                 ) from None
             self._mid_character = bool(self._decoder.getstate()[0])
-        # numpy counts line breaks faster than bytes.count (a vectorised compare).
         self._lines_before += int(np.count_nonzero(np.frombuffer(piece, dtype=np.uint8) == 10))
 
     def _line_at(self, piece: bytes, offset: int) -> int:
@@ -164,21 +157,15 @@ def column_names(header: bytes) -> List[str]:
     except csv.Error as exc:
         raise InvalidCsv(f"The header row is malformed: {exc}") from None
     names = [name if name else f"Unnamed: {index}" for index, name in enumerate(row)]
-    seen: Dict[str, int] = {}
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-    duplicates = [name for name, count in seen.items() if count > 1]
+    duplicates = [name for name, count in Counter(names).items() if count > 1]
     if duplicates:
         raise InvalidCsv(f"Duplicate column names in the header: {', '.join(duplicates)}")
     return names
 
 
-# pyarrow's streaming reader reads ahead on its I/O thread (30+ blocks, i.e.
-# 30+ MiB, if the bytes are there). read() makes it wait once it is this many
-# blocks ahead of the batches consumed; the timeout only guarantees progress
-# should pyarrow ever need more blocks to produce the next batch.
-# 4 rather than 2: the reading side then rides out the parsing thread's
-# pauses (~10% faster uploads, peak RSS within the measurement noise).
+# pyarrow reads ahead on its I/O thread as far as the bytes allow: read()
+# waits once it is this many blocks ahead of the batches consumed (enough to
+# ride out the parsing thread's pauses); the timeout guarantees progress.
 READ_AHEAD_BLOCKS = 4
 READ_AHEAD_WAIT = 0.5
 

@@ -1,34 +1,19 @@
 """Streaming CSV summary with the semantics of pandas `read_csv` + `describe()`.
 
-Runs in a worker thread: it pulls byte pieces from a callable (the upload
-channel) and never holds the file. The CSV is tokenized by pyarrow's streaming
-reader (every column read as text, 1 MiB blocks; see
-app/ingestion/csv_reader.py); which columns are numeric is then decided per
-token the way pandas' C parser decides it, so the summary matches
-`pd.read_csv(file).describe()` on the kept rows.
-
-Memory held per upload (see docs/api.md, "CSV ingestion"):
-- a few 1 MiB blocks in flight (READ_AHEAD_BLOCKS, the current batch);
-- at most 8 bytes per non-missing value of each numeric column in kept rows,
-  stored compactly (see app/ingestion/column_stats.py), merged into 1 MiB
-  segments to keep the heap unfragmented;
-- 8 bytes per distinct email of each run of 128 Ki emails (64-bit digests,
-  see app/ingestion/emails.py); at most MAX_EMAIL_TASKS batches of
-  emails waiting to be hashed.
-The summaries are computed one column at a time from the compact form, in
-the work thread, after the distinct emails are counted.
-
-Numeric-column rules (what pandas does with default options):
-- missing: the exact tokens of pandas' default NA list (`""`, `NA`, `null`,
-  `NaN`, `None`, ...); a column whose every value is missing is numeric
-  (float64, count 0) as long as the file has data rows;
-- numbers: ASCII whitespace around them is allowed, `inf`/`-infinity` spelled
-  exactly (case-insensitive) are infinities, any other token (text, `True`,
-  `1e500`, `NAN`) makes the whole column non-numeric;
+Runs in a worker thread, pulling byte pieces from the upload channel; the file
+is never held. pyarrow's streaming reader tokenizes it (every column as text,
+see csv_reader.py); whether a column is numeric is decided per token the way
+pandas' C parser decides it, over all rows of the file:
+- missing: the exact tokens of pandas' default NA list; an all-missing column
+  is numeric (count 0) as long as the file has data rows;
+- ASCII whitespace around numbers is allowed, `inf`/`-infinity` spelled
+  exactly (any case) are infinities, any other token (text, `True`, `1e500`,
+  `NAN`) makes the column non-numeric;
 - an all-integer column with values outside int64 (and not all within uint64)
-  is text, as in pandas.
-The column types are decided over all rows of the file; the statistics use
-the kept rows only (rows with an empty email are dropped first).
+  is text.
+The statistics use the kept rows only (rows with an empty email are dropped).
+Memory per upload: a few blocks in flight, at most 8 bytes per kept numeric
+value (column_stats.py) and per distinct email (emails.py).
 """
 
 from __future__ import annotations
@@ -71,31 +56,13 @@ EMAIL_COLUMN = "email"
 
 # pandas' default `na_values` (pandas._libs.parsers.STR_NA_VALUES); a unit
 # test keeps this list equal to the installed pandas'.
-PANDAS_NA_VALUES = (
-    "",
-    "#N/A",
-    "#N/A N/A",
-    "#NA",
-    "-1.#IND",
-    "-1.#QNAN",
-    "-NaN",
-    "-nan",
-    "1.#IND",
-    "1.#QNAN",
-    "<NA>",
-    "N/A",
-    "NA",
-    "NULL",
-    "NaN",
-    "None",
-    "n/a",
-    "nan",
-    "null",
+PANDAS_NA_VALUES = tuple(
+    "|#N/A|#N/A N/A|#NA|-1.#IND|-1.#QNAN|-NaN|-nan|1.#IND|1.#QNAN|<NA>|N/A|NA|NULL|NaN|None"
+    "|n/a|nan|null".split("|")
 )
 _INF_TOKENS = frozenset({"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
 _ASCII_SPACE = " \t\n\r\x0b\x0c"
 _INT_TOKEN = re.compile(r"^[ \t\n\r\x0b\x0c]*[+-]?[0-9]+[ \t\n\r\x0b\x0c]*$")
-_INT_TOKEN_RE2 = r"^[ \t\n\r\x0b\x0c]*[+-]?[0-9]+[ \t\n\r\x0b\x0c]*$"
 # Float64 cannot tell 2**63 - 1 from 2**63: look at the tokens near the edge.
 _NEAR_INT64_EDGE = float(2**63 - 4096)
 
@@ -183,10 +150,8 @@ class _NumericColumn:
             self._keep(stored)
 
     def _keep(self, stored: Union[np.ndarray, Scaled]) -> None:
-        """Batches give small arrays (~12k values); kept one by one between
-        freed temporaries they fragment the heap (RSS grows by more than the
-        data). Consecutive ones of one storage kind are merged into ~1 MiB
-        segments, which malloc maps on their own."""
+        """Merges consecutive small arrays of one storage kind into segments
+        (see segments.py): kept one by one they would fragment the heap."""
         kind = storage_kind(stored)
         if self.recent and kind != storage_kind(self.recent[0]):
             self.flush()
@@ -233,14 +198,11 @@ class _NumericColumn:
         # NaN and infinities propagate to the sum: a finite sum (the usual
         # case) clears the batch in one pass.
         total = pc.sum(values).as_py()
-        if total is None or math.isfinite(total):
-            return self._check_extremes(tokens, values)
-        non_finite = pc.invert(pc.is_finite(values))
-        if not pc.any(non_finite).as_py():
-            return self._check_extremes(tokens, values)
-        for token in tokens.filter(non_finite).to_pylist():
-            if token.lower() not in _INF_TOKENS:
-                return False
+        if total is not None and not math.isfinite(total):
+            non_finite = pc.invert(pc.is_finite(values))
+            for token in tokens.filter(non_finite).to_pylist():
+                if token.lower() not in _INF_TOKENS:
+                    return False
         return self._check_extremes(tokens, values)
 
     def _check_extremes(self, tokens: pa.Array, values: pa.Array) -> bool:
@@ -277,14 +239,13 @@ class _NumericColumn:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
         # int64 refuses "+1" and overflow: look at the token shapes.
-        all_int = pc.all(pc.match_substring_regex(tokens, _INT_TOKEN_RE2)).as_py()
+        all_int = pc.all(pc.match_substring_regex(tokens, _INT_TOKEN.pattern)).as_py()
         if all_int is False:
             self.all_int = False
 
 
 # What every token Arrow parses as float64 starts with (a superset: the cast
-# decides). Checked on the first tokens of a column to skip a failing cast,
-# which costs milliseconds per text column.
+# decides); sniffed to skip a failing cast, which is slow.
 _NUMBER_START = r"^[ \t\n\r\x0b\x0c]*[+-]?([0-9.]|[iI][nN][fF]|[nN][aA][nN])"
 _SNIFF_TOKENS = 16
 
@@ -412,8 +373,7 @@ class _Summarizer:
                     column.flush()
                     numeric[self.names[index]] = column.chunks
                 column.chunks = []
-        # Every other column in the work thread, the rest here: two at a time,
-        # each replaced by its copy as it is drained (about one column more).
+        # Two columns at a time: every other one in the work thread.
         names = list(numeric)
         elsewhere = {
             name: _work_pool().submit(describe_values, numeric[name]) for name in names[1::2]
@@ -426,15 +386,13 @@ class _Summarizer:
 MAX_EMAIL_TASKS = 4
 _work_executor: Optional[ThreadPoolExecutor] = None
 _work_lock = threading.Lock()
-# One thread: each thread that allocates gets its own malloc arena, and more
-# of them raised the peak RSS of an upload by ~8 MiB for no speed gained.
+# One thread: each allocating thread gets its own malloc arena (more peak memory).
 WORK_THREADS = 1
 
 
 def _work_pool() -> ThreadPoolExecutor:
-    """The thread hashing emails and describing columns for every upload of
-    the process, beside the threads reading and converting the CSV (a second
-    core's share, bounded for all uploads together)."""
+    """The thread hashing emails and describing columns, shared by every
+    upload of the process (bounded for all uploads together)."""
     global _work_executor
     with _work_lock:
         if _work_executor is None:

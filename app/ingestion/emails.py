@@ -21,9 +21,8 @@ _ASCII_WHITESPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 
 
 def clean_emails(emails: pa.Array) -> pa.Array:
-    """Emails stripped and lowercased with Python's str.strip()/str.lower()
-    rules. A batch of ASCII text takes Arrow's ASCII kernels (same result for
-    ASCII, several times faster than the Unicode ones)."""
+    """Emails stripped and lowercased with Python's rules; ASCII batches take
+    Arrow's (much cheaper) ASCII kernels."""
     if _is_ascii(emails):
         return pc.ascii_lower(pc.ascii_trim(emails, _ASCII_WHITESPACE))
     return pc.utf8_lower(pc.utf8_trim_whitespace(emails))
@@ -116,12 +115,10 @@ def _short_digests(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) ->
 
 
 class DistinctDigests:
-    """The distinct digests of one upload, kept as sorted runs of distinct
-    digests of ~1 MiB of batches each (sorted in the work threads while the
-    upload streams; malloc maps 1 MiB segments on their own, see
-    _NumericColumn._keep). At the end the runs are merged: timsort finds
-    them, so that costs a merge, not a sort. 8 bytes per distinct email of
-    each run, plus the batches of the run being collected."""
+    """The distinct digests of one upload, as sorted runs made of a segment's
+    worth of batches each (see segments.py), sorted in the work thread while
+    the upload streams. At the end the runs are merged (a stable sort finds
+    them: a merge, not a sort)."""
 
     def __init__(self) -> None:
         self._runs: List[np.ndarray] = []

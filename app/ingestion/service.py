@@ -39,8 +39,7 @@ def _parse_executor() -> ThreadPoolExecutor:
 
 
 def _summarize_channel(channel: ByteChannel) -> CsvSummary:
-    # Imported here, in the parse thread: pyarrow (~45 MB) stays out of
-    # processes that never receive an upload.
+    # Imported here: pyarrow stays out of processes that never see an upload.
     from app.ingestion.csv_summary import summarize_csv
 
     try:
@@ -58,15 +57,12 @@ async def summarize_csv_upload(
 ) -> CsvSummary:
     """Read a multipart body from `receive` and summarize its `file` field.
 
-    The file is parsed in a worker thread while it arrives; at most a few
-    MiB of it are buffered. Raises:
-    - FileTooLarge as soon as the file passes `max_file_bytes` (the rest of
-      the body is not read);
-    - UploadTimeout when the client sends nothing for `read_timeout` seconds;
-    - InvalidCsv / MissingColumns for bad files (after reading the body to its
-      end, so the client sees the answer rather than a reset connection);
-    - RequestValidationError (422) when there is no `file` field, and
-      InvalidMultipart for a malformed body.
+    The file is parsed in a worker thread while it arrives. Raises
+    FileTooLarge as soon as it passes `max_file_bytes`, UploadTimeout when the
+    client is silent for `read_timeout` seconds, InvalidCsv / MissingColumns
+    after reading the body to its end (so the client sees the answer, not a
+    reset), RequestValidationError (422) without a `file` field and
+    InvalidMultipart for a malformed body.
     """
     boundary = multipart_boundary(content_type)
     loop = asyncio.get_running_loop()
@@ -90,20 +86,16 @@ async def summarize_csv_upload(
             if not message.get("more_body", False):
                 break
         await reader.finish()
-    except FileTooLarge:
+    except BaseException as exc:
         channel.abort()
         if job is not None:
             await _wait_quietly(job)
-        logger.info(
-            "csv upload refused: file over %d bytes, body_bytes_read=%d",
-            max_file_bytes,
-            body_bytes,
-        )
-        raise
-    except BaseException:
-        channel.abort()
-        if job is not None:
-            await _wait_quietly(job)
+        if isinstance(exc, FileTooLarge):
+            logger.info(
+                "csv upload refused: file over %d bytes, body_bytes_read=%d",
+                max_file_bytes,
+                body_bytes,
+            )
         raise
     if job is None:
         raise missing_file_error()

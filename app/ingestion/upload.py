@@ -43,13 +43,10 @@ _ABORT = object()
 class ByteChannel:
     """Bounded hand-off of byte pieces from the event loop to one thread.
 
-    The event loop side awaits a free slot (never blocks the loop); the thread
-    side blocks on a queue. The thread wakes the event loop only when the
-    producer is waiting for room: a wake-up is a syscall and a trip through
-    the GIL, which per piece slowed the event loop down. When the consumer
-    stops early (it found an error), `consumer_done()` unblocks the
-    producer, which then discards its pieces.
-    """
+    The event loop awaits a free slot; the thread blocks on a queue and wakes
+    the loop only when the producer waits for room (a wake-up per piece costs
+    the loop). `consumer_done()` unblocks the producer, which then discards
+    its pieces."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int = CHANNEL_PIECES) -> None:
         self._loop = loop
@@ -79,10 +76,6 @@ class ByteChannel:
 
     def abort(self) -> None:
         self._queue.put(_ABORT)
-
-    @property
-    def is_consumer_done(self) -> bool:
-        return self._consumer_done
 
     def _mark_consumer_done(self) -> None:
         self._consumer_done = True

@@ -1,19 +1,12 @@
 """The payment provider adapter: the only module that talks to Stripe.
 
 `charge` creates and confirms a PaymentIntent with *our* idempotency key
-(derived from our payment id by the caller), so a retried charge can never
-be taken twice; `verify_webhook` checks a `Stripe-Signature` header on the
-raw body. `PAYMENT_PROVIDER=fake` (the default in development and test;
-refused in production) selects a local deterministic fake with the same
-contract, so development and tests run without the network:
-
-- amount in minor units ending in ``02`` (e.g. 1002): declined;
-- ending in ``03`` (e.g. 1003): provider error (as a timeout would be);
-- anything else: succeeded, with an intent id derived from the key (the
-  same key always yields the same intent, like the real API).
-
-Tests of the real path swap the SDK's HTTP client (`set_client`), never this
-module's logic.
+(derived from our payment id), so a retried charge is never taken twice;
+`verify_webhook` checks a `Stripe-Signature` header on the raw body.
+`PAYMENT_PROVIDER=fake` selects a deterministic local fake with the same
+contract (docs/api.md): amounts ending in 02 cents are declined, in 03 a
+provider error, anything else succeeds with an intent id derived from the key.
+Tests of the real path swap the SDK's HTTP client (`set_client`).
 """
 
 from __future__ import annotations
@@ -48,13 +41,11 @@ class ChargeDeclined(Exception):
 
 
 class InvalidWebhook(Exception):
-    """Bad or missing signature, a timestamp outside the tolerance, or an
-    unreadable body."""
+    """Bad or missing signature, or a timestamp outside the tolerance."""
 
 
 class MalformedEvent(InvalidWebhook):
-    """Validly signed, but the body is not a JSON object we can read (bad
-    JSON, nesting too deep to decode, an array...)."""
+    """Validly signed, but the body is not a readable JSON object."""
 
 
 class PaymentsDisabled(Exception):

@@ -31,12 +31,10 @@ STATUSES = (QUEUED, RUNNING, RETRYING, SUCCEEDED, DEAD)
 class Job(TimestampMixin, Base):
     """One unit of background work: the outbox row and its execution record.
 
-    `deliveries` counts how often a worker claimed the job, `attempts` how
-    many of those runs reached an outcome (success or an error); the
-    difference is the number of runs that vanished with their worker.
-    `available_at` is when the job may next run; `published_at` when a
-    message for it was last handed to the broker (the sweep uses both).
-    """
+    `deliveries` counts claims, `attempts` runs that reached an outcome: the
+    difference is the runs that vanished with their worker. `available_at` is
+    when the job may next run, `published_at` when it was last handed to the
+    broker (the sweep uses both)."""
 
     __tablename__ = "jobs"
 

@@ -1,11 +1,9 @@
 """The transactional outbox: jobs are rows, published to the broker only after commit.
 
-`enqueue_job` writes the row in the caller's transaction and remembers it on
-the session. When that session commits, an `after_commit` hook hands the ids
-to the relay, a background thread that publishes them to Redis. Nothing is
-published for a transaction that rolls back, and the event loop never waits
-on the broker. If publishing fails (broker down, process dies first), the
-row stays `queued` and the sweep (app/jobs/sweep.py) publishes it later.
+`enqueue_job` writes the row in the caller's transaction; on commit a hook
+hands the ids to the relay thread, which publishes them (the event loop never
+waits on the broker). If publishing fails, the row stays `queued` and the
+sweep (app/jobs/sweep.py) publishes it later.
 """
 
 from __future__ import annotations
@@ -28,9 +26,8 @@ from app.jobs.publisher import OutboundMessage, Publisher
 logger = logging.getLogger(__name__)
 
 _PENDING_KEY = "keel_outbox_pending"
-# How long the relay waits for more jobs before publishing what it has: the
-# latency it adds to a job, in exchange for sharing broker messages (see
-# app/jobs/publisher.py) when jobs arrive faster than one per few ms.
+# How long the relay waits for more jobs before publishing: latency traded for
+# shared broker messages (app/jobs/publisher.py) when jobs arrive in bursts.
 LINGER_SECONDS = 0.05
 
 

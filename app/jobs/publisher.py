@@ -1,9 +1,7 @@
 """Sends job messages to the Celery broker. Messages carry only job ids.
 
-Jobs of one kind that are due now share a message (up to
-`MAX_JOBS_PER_MESSAGE`): the broker round trips and the worker's per-task
-overhead were most of the cost of a small job. A delayed retry (countdown)
-always goes alone.
+Jobs of one kind due now share a message (up to `MAX_JOBS_PER_MESSAGE`): the
+per-message overhead dominates a small job's cost. A delayed retry goes alone.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -11,10 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from app.core.pagination import PageQuery, fetch_page
 from app.jobs.models import QUEUED, RETRYING, RUNNING, SUCCEEDED, Job
 
-# The statements of the hot paths (enqueue, claim, success) are Core
-# statements on the table, built once: the ORM unit of work and per-call
-# statement building and cache-key generation cost more CPU than the
-# database round trips themselves.
+# The hot paths (enqueue, claim, success) use Core statements built once: the
+# ORM's per-call work costs more CPU than the round trips.
 _jobs: Table = Job.__table__  # type: ignore[assignment]
 _SNAPSHOT = (_jobs.c.id, _jobs.c.kind, _jobs.c.payload, _jobs.c.owner_id, _jobs.c.created_at)
 
@@ -41,15 +39,12 @@ _SUCCEED_RUN = (
 )
 
 
-def _snapshot(row: Any) -> Job:
+_COPIED = ("id", "kind", "payload", "owner_id", "created_at")
+
+
+def _snapshot(values: Mapping[Any, Any]) -> Job:
     # A detached copy of what a task may read; never added to a session.
-    return Job(
-        id=row.id,
-        kind=row.kind,
-        payload=row.payload,
-        owner_id=row.owner_id,
-        created_at=row.created_at,
-    )
+    return Job(**{name: values[name] for name in _COPIED})
 
 
 async def insert_job(
@@ -69,7 +64,7 @@ async def insert_job(
             },
         )
     ).one()
-    return _snapshot(row)
+    return _snapshot(row._mapping)
 
 
 async def get_job(session: AsyncSession, job_id: int) -> Optional[Job]:
@@ -101,22 +96,14 @@ async def claim_due_job(
     needs the careful path (lock_job).
 
     `connection` must not be in a transaction: the statement commits on its
-    own (one round trip instead of BEGIN, UPDATE, COMMIT), and goes straight
-    to the driver, which costs a fraction of the CPU of SQLAlchemy's
-    execution path; this runs once per job delivery."""
+    own and goes straight to the driver (it runs once per job delivery)."""
     if connection.in_transaction():
         raise RuntimeError("claim_due_job commits on its own: no transaction may be open")
     driver: Any = (await connection.get_raw_connection()).driver_connection
     row = await driver.fetchrow(_CLAIM_DUE_SQL, job_id, kind, due_before)
     if row is None:
         return None
-    return row["deliveries"], Job(
-        id=row["id"],
-        kind=row["kind"],
-        payload=row["payload"],
-        owner_id=row["owner_id"],
-        created_at=row["created_at"],
-    )
+    return row["deliveries"], _snapshot(row)
 
 
 _ANY_RUNNING_SQL = (
@@ -134,7 +121,7 @@ async def any_running(connection: AsyncConnection, job_ids: Sequence[int]) -> bo
 
 
 def detached_copy(job: Job) -> Job:
-    return _snapshot(job)
+    return _snapshot({name: getattr(job, name) for name in _COPIED})
 
 
 async def lock_run_as_succeeded(session: AsyncSession, job_id: int, *, delivery: int) -> bool:

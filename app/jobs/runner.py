@@ -2,24 +2,16 @@
 
 A run has two transactions:
 1. claim: lock the row (SKIP LOCKED: a locked row is being run right now),
-   check it still needs running, count the delivery, mark it `running`, commit
-   (usually one autocommit UPDATE ... RETURNING);
-2. execute: lock the row again while recording success on it (only if this
-   run still owns it), call the handler, commit: the success and the
-   handler's own effects commit together, or roll back together on any
-   failure, which is then recorded on its own. The row lock is held while
-   the handler works, so a `running` row that can be locked belongs to a run
-   that died (the connection closed).
+   check it still needs running, count the delivery, mark it `running`;
+2. execute: lock the row again recording success (if this run still owns
+   it), call the handler, commit: success and the handler's effects commit
+   or roll back together; a failure is then recorded on its own. The lock is
+   held while the handler works, so a lockable `running` row belongs to a
+   run that died.
 
-One task message may carry several job ids of one kind (the relay batches
-what accumulates): they run a few at a time (JOB_LANES), each as above on
-its own connection, so a batch shares the broker and task overhead but
-nothing else.
-
-Failures are classified: transient ones (SMTP 4xx, connection trouble,
-timeouts, anything unexpected) retry with exponential backoff and jitter up
-to `job_max_retries` times; permanent ones go to `dead` at once. A job whose
-runs vanish (worker killed) `job_max_lost_deliveries` times is dead too.
+Transient failures (SMTP 4xx, connection trouble, timeouts, anything
+unexpected) retry with backoff and jitter up to `job_max_retries` times;
+permanent ones, and jobs lost `job_max_lost_deliveries` times, are `dead`.
 """
 
 from __future__ import annotations
@@ -38,7 +30,7 @@ from celery.signals import (
     worker_ready,
     worker_shutdown,
 )
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 import app.models  # noqa: F401 - every mapper configured before the first query
@@ -70,14 +62,7 @@ class TransientJobError(Exception):
 
 
 _PERMANENT = (PermanentJobError, MailPermanentError)
-_TRANSIENT = (
-    TransientJobError,
-    MailTransientError,
-    asyncio.TimeoutError,
-    OSError,
-    OperationalError,
-    InterfaceError,
-)
+_TRANSIENT = (TransientJobError, MailTransientError, asyncio.TimeoutError, OSError, DBAPIError)
 
 
 def job_task(kind: str) -> Callable[[Handler], Handler]:
@@ -152,8 +137,6 @@ async def execute_job(
         except _PERMANENT as exc:
             return await _record_failure(session, job_id, delivery, exc, settings, permanent=True)
         except _TRANSIENT as exc:
-            return await _record_failure(session, job_id, delivery, exc, settings, permanent=False)
-        except DBAPIError as exc:
             return await _record_failure(session, job_id, delivery, exc, settings, permanent=False)
         except Exception as exc:
             logger.exception("job %s (%s) failed unexpectedly", job_id, kind)
@@ -240,10 +223,8 @@ async def _record_failure(
 
 # --------------------------------------------------------------- worker runtime
 
-# Jobs of one message run on up to this many lanes at once, each lane with
-# its own database connection (and SMTP connection, see app/integrations/mailer.py).
-# A job mostly waits for PostgreSQL and the SMTP server: one at a time, a
-# pool process leaves its core idle between round trips.
+# Jobs of one message run on up to this many lanes at once, each with its own
+# database and SMTP connection: a job mostly waits on round trips.
 JOB_LANES = 4
 
 
@@ -307,14 +288,10 @@ async def execute_batch(
     lanes: int = JOB_LANES,
 ) -> List[Outcome]:
     """Run the jobs of one task message, up to `lanes` at a time (one at a
-    time if any of them is already `running`), each as `execute_job`
-    (claimed when it starts, committed when it ends). A batch
-    stops starting jobs once it has used half the slack between the job
-    timeout and the task's hard time limit, and hands the rest back to the
-    broker (their rows are untouched: still queued), so a slow batch is never
-    killed by the limit. Outcomes come back in the order of `job_ids`.
-    A lane holds one connection for the whole batch: a pool checkout and
-    check-in per transaction cost more CPU than the statements."""
+    time if any is already `running`), each lane on one connection. Once half
+    the slack between the job timeout and the task's hard time limit is used,
+    the rest go back to the broker (still queued), so the limit never kills a
+    batch. Outcomes come back in the order of `job_ids`."""
     loop = asyncio.get_running_loop()
     budget = (settings.job_time_limit_seconds - settings.job_timeout_seconds) / 2
     started = loop.time()
@@ -367,10 +344,9 @@ def run_in_worker(job_ids: Sequence[int], kind: str) -> List[str]:
 # --------------------------------------------------------------- worker signals
 
 
-# The outbox sweep runs in every pool process, never in the parent: a
-# prefork parent that held DB/Redis sockets would hand copies to each child
-# it forks, and a child closing a stale copy (after billiard closed and
-# reused the descriptor number) would cut one of its own live connections.
+# The outbox sweep runs in every pool process, never in the parent: sockets a
+# prefork parent held would be copied into each child it forks, where closing
+# a stale copy could cut one of the child's own live connections.
 @worker_process_init.connect
 def _start_process_runtime(**_: Any) -> None:
     start_runtime()

@@ -16,8 +16,3 @@ class JobOut(BaseModel):
     last_error: Optional[str]
     created_at: datetime
     updated_at: datetime
-
-
-class JobQueued(BaseModel):
-    message: str = "Email queued"
-    job_id: int

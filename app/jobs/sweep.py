@@ -1,16 +1,11 @@
 """The outbox sweep: publish again what a crash or a broker outage left behind.
 
-Runs as a thread in each worker's main process (any number of workers may
-sweep: rows are claimed with SKIP LOCKED). Every `job_sweep_interval_seconds`
-it finds jobs that should be in the broker but may not be -- queued or due
-for retry and not published for `job_publish_grace_seconds`, or `running`
-with no live run holding their row lock -- and publishes them again. This
-covers a Redis restart (Redis keeps nothing on disk), a crash between commit
-and publish, and a whole worker dying (kombu would only restore its unacked
-messages after the visibility timeout). A `running` row is only taken back
-after the job's hard time limit plus the grace period, so a live run is
-never duplicated by the sweep. Duplicate messages are harmless:
-a run claims the row first.
+A thread in each worker process (rows are claimed with SKIP LOCKED, so any
+number may sweep) republishes jobs that should be in the broker but may not
+be: queued or retrying and unpublished for `job_publish_grace_seconds`, or
+`running` past the hard time limit plus that grace with no live run holding
+their lock. This covers a Redis restart, a crash between commit and publish,
+and a dead worker. Duplicate messages are harmless: a run claims the row first.
 """
 
 from __future__ import annotations
@@ -34,12 +29,9 @@ logger = logging.getLogger(__name__)
 async def sweep_once(
     sessionmaker: async_sessionmaker[AsyncSession], publisher: Publisher, settings: Settings
 ) -> int:
-    """One pass; returns how many jobs were published.
-
-    Rows are marked first (commit), then published: a worker that gets the
-    message at once must find the row unlocked. If the broker fails in
-    between, those rows wait one more grace period.
-    """
+    """One pass; returns how many jobs were published. Rows are marked (and
+    committed) first: a worker that gets the message at once must find them
+    unlocked. If the broker fails in between, they wait one more grace period."""
     if not publisher.is_broker_reachable():
         logger.info("sweep: broker unreachable, will try again")
         return 0

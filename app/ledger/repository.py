@@ -1,10 +1,4 @@
-"""All SQL of the ledger domain: accounts, row locks, transfers, entries.
-
-The transfer path is hot: it uses two statements (lock, then one
-data-modifying CTE that updates both balances and writes the transfer and its
-two entries), sent on the driver connection, so a transfer costs few round
-trips and little CPU.
-"""
+"""All SQL of the ledger domain: accounts, row locks, transfers, entries."""
 
 from __future__ import annotations
 

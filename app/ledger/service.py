@@ -1,16 +1,11 @@
 """Accounts and transfers: money moves only under row locks, atomically.
 
-Transaction model. Every function here works in the caller's session (the
-request's `DbSession`, committed after the endpoint returns and before the
-response is sent). `transfer_funds` is one of the exceptions to "services do not
-commit" (docs/design.md): when it stores an *error* response under an Idempotency-Key it
-commits that record before raising, because the request session rolls back
-on errors and the replay must find it.
-
-Retries. Locks are always taken in ascending account id order (and the
-idempotency row before any account), so deadlocks should not happen; if
-PostgreSQL still reports one, `run_with_retry` (app/core/transactions.py)
-runs the whole transaction again.
+Every function works in the caller's session. `transfer_funds` is one of the
+exceptions to "services do not commit" (docs/design.md): an *error* response
+stored under an Idempotency-Key is committed before raising, because the
+request session rolls back on errors and the replay must find it. Locks are
+taken in ascending account id order (the idempotency row first); a deadlock
+PostgreSQL still reports runs the whole transaction again (run_with_retry).
 """
 
 from __future__ import annotations
@@ -79,33 +74,21 @@ async def transfer_funds(
     amount: Decimal,
     idempotency_key: Optional[str] = None,
 ) -> TransferOut:
-    """Move `amount` from the user's account to another account, atomically.
+    """Move `amount` from the user's account to another account, atomically,
+    under row locks; no balance goes negative (checked under the lock, and by
+    a CHECK constraint). With an idempotency key the first response (success
+    or business error) is stored and replayed, moving no money again.
 
-    Guarantees: both balances, the transfer and its debit and credit entries
-    are written in one transaction under row locks taken in ascending id
-    order; no balance goes negative (checked under the lock, and by a CHECK
-    constraint); deadlocks/serialization failures are retried. With an
-    idempotency key the first response (success or business error) is stored
-    in the same transaction and replayed for the same request, moving no
-    money again.
-
-    Raises AccountNotFound (from-account missing or not the user's,
-    to-account missing), SameAccount, CurrencyMismatch, InsufficientFunds,
+    Raises AccountNotFound, SameAccount, CurrencyMismatch, InsufficientFunds,
     IdempotencyKeyReused (same key, different request).
     """
     if from_account_id == to_account_id:
         raise SameAccount()
     request_hash = None
     if idempotency_key is not None:
-        request_hash = idempotency.request_fingerprint(
-            "POST",
-            "/api/transfers",
-            {
-                "from_account_id": from_account_id,
-                "to_account_id": to_account_id,
-                "amount": format_money(amount),
-            },
-        )
+        ids = {"from_account_id": from_account_id, "to_account_id": to_account_id}
+        body = {**ids, "amount": format_money(amount)}
+        request_hash = idempotency.request_fingerprint("POST", "/api/transfers", body)
 
     async def attempt() -> TransferOut:
         claim = None

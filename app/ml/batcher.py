@@ -1,17 +1,11 @@
 """Micro-batching: concurrent prediction requests share one inference call.
 
-Requests are queued from the event loop; one dedicated inference thread takes
-everything waiting (whole requests, up to `max_batch_rows` rows), runs the
-model once and hands each request its slice of the result. There is no timer:
-a request arriving at an idle batcher starts at once, and batches grow only
-while an inference call is running, so one client sees no added wait and many
-clients get larger batches. onnxruntime releases the GIL, so the event loop
-keeps parsing requests while the thread computes.
-
-The queue is bounded (`max_queue_rows`): beyond it `submit` raises
-`Overloaded` (503 + Retry-After) instead of letting latency grow without
-limit. A failure is confined to the request that caused it: a failed batch is
-retried row-group by row-group so every other request still gets its answer.
+One inference thread takes everything waiting (whole requests, up to
+`max_batch_rows` rows), runs the model once and hands each request its slice.
+There is no timer: batches grow only while an inference call runs, so a lone
+client waits for nothing. The queue is bounded (`max_queue_rows`, beyond it
+503 `Overloaded`), and a failed batch is retried request by request so the
+failure stays with the request that caused it.
 """
 
 from __future__ import annotations
@@ -80,10 +74,8 @@ class MicroBatcher:
         self.max_batch_rows = max_batch_rows
         self.max_queue_rows = max_queue_rows
         self._name = name
-        # A C-level queue: the hand-off to the inference thread is one lock
-        # release, not a Condition's (whose waiter wakes and then waits for
-        # the Condition's lock). The row count has its own lock, never held
-        # while waiting.
+        # A C-level queue: a cheaper hand-off than a Condition's. The row count
+        # has its own lock, never held while waiting.
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._queued_rows = 0
         self._count_lock = threading.Lock()

@@ -3,20 +3,14 @@
 Layout under the model directory (`settings.resolved_model_dir`)::
 
     v1/model.onnx       the serving artifact (ONNX: data, not code)
-    v1/manifest.json    version, name, kind, created_at, n_features, feature_names,
-                        classes, metrics, framework versions, sha256 of model.onnx
-                        and of parity.json
-    v1/parity.json      held-out inputs and the scikit-learn probabilities for them
+    v1/manifest.json    what the model is, its metrics, the files' SHA-256
+    v1/parity.json      held-out inputs and scikit-learn's probabilities for them
     active              the version being served (one line)
 
-A version folder is written under a temporary name and renamed into place, so
-readers never see half an artifact. The `active` pointer is replaced
-atomically (write a temporary file, fsync, `os.replace`): every API process
-(gunicorn worker) reads the same file, and a restart serves the same version.
-Without a pointer the newest version is served.
-
-Nothing here unpickles anything: artifacts are ONNX graphs and JSON, and
-every file is checked against the manifest's SHA-256 before it is used.
+Version folders are renamed into place and the pointer replaced atomically,
+so readers never see half an artifact; without a pointer the newest version
+is served. Nothing is unpickled: artifacts are ONNX and JSON, each file
+checked against the manifest's SHA-256 before use.
 """
 
 from __future__ import annotations

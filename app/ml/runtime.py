@@ -16,16 +16,10 @@ from app.ml.registry import Artifact
 PARITY_ATOL = 1e-4
 WARMUP_BATCH_SIZES = (1, 8, 64)
 # What onnxruntime raises for a bad graph or a failed run (none derive from RuntimeError).
-ORT_ERRORS = (
-    ort_state.Fail,
-    ort_state.InvalidArgument,
-    ort_state.InvalidGraph,
-    ort_state.InvalidProtobuf,
-    ort_state.NoSuchFile,
-    ort_state.NoModel,
-    ort_state.NotImplemented,
-    ort_state.RuntimeException,
-    ort_state.EPFail,
+ORT_ERRORS = tuple(
+    getattr(ort_state, name)
+    for name in "Fail InvalidArgument InvalidGraph InvalidProtobuf NoSuchFile NoModel "
+    "NotImplemented RuntimeException EPFail".split()
 )
 
 
@@ -69,11 +63,8 @@ class OnnxModel:
 
     def labels(self, positive: np.ndarray) -> np.ndarray:
         """Labels from the same probabilities (argmax, ties to the first class)."""
-        return np.where(positive > 0.5, self.classes[self.positive_index], self._negative)
-
-    @property
-    def _negative(self) -> int:
-        return self.classes[1 - self.positive_index]
+        index = self.positive_index
+        return np.where(positive > 0.5, self.classes[index], self.classes[1 - index])
 
 
 def load_model(artifact: Artifact, intra_op_threads: int = 1) -> OnnxModel:

@@ -1,13 +1,10 @@
 """The process's serving state: the active model, the batcher, the swap logic.
 
-Which version is active lives in the registry's `active` pointer file, shared
-by every API process and kept across restarts. The process that handles an
-activation swaps at once; the others notice the pointer change within
-`watch_interval` seconds (a background task stats the file; nothing on the
-request path touches the disk) and swap the same way. A swap replaces one
-reference: a batch already running finishes on the old model, the next one
-uses the new model, and no request fails. If a candidate fails its checksum,
-load, warm-up or parity check, the old model keeps serving.
+The active version is the registry's `active` pointer file, shared by every
+API process. The process handling an activation swaps at once; the others
+notice the pointer change within `watch_interval` seconds (a background task,
+never the request path, stats the file). A swap replaces one reference, so
+no request fails; a candidate failing any check leaves the old model serving.
 """
 
 from __future__ import annotations

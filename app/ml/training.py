@@ -12,7 +12,6 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
-from app.ml.errors import ArtifactError
 from app.ml.registry import Artifact, Registry
 
 logger = logging.getLogger(__name__)
@@ -142,6 +141,3 @@ def train_model(
         registry.set_active(stored["version"])
     logger.info("registered %s (%s) metrics=%s", stored["version"], name, stored["metrics"])
     return stored
-
-
-__all__ = ["KINDS", "ArtifactError", "train_model"]

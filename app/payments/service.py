@@ -1,22 +1,15 @@
 """Top-ups: charge through the provider, credit the account exactly once.
 
-Transactions of `pay_account` (it commits on its own, one of the exceptions
-listed in docs/design.md, because the provider must never be called inside
-an open transaction):
-
+`pay_account` commits on its own (an exception listed in docs/design.md:
+the provider is never called inside an open transaction):
 1. claim the Idempotency-Key, check the account, insert a `pending` payment;
-   **commit**;
-2. call the provider with no transaction open, with an idempotency key
-   derived from our payment id (`keel-payment-<id>`), so retries of the same
-   payment can never be charged twice;
-3. in a new transaction, lock the payment row; if it is not `succeeded` yet,
-   mark it and credit the account (one ledger entry); store the response
-   under the Idempotency-Key. The request session commits it before the
-   client sees 200.
-
+   commit;
+2. call the provider with a key derived from our payment id, so retries of
+   one payment are never charged twice;
+3. lock the payment row; unless it is `succeeded`, mark it and credit the
+   account; store the response under the Idempotency-Key.
 The webhook applies `payment_intent.succeeded` through the same step 3, so the
-credit happens once whichever of API response and webhook(s) comes first,
-however often each arrives.
+credit happens once whichever arrives first, however often.
 """
 
 from __future__ import annotations
@@ -28,6 +21,7 @@ from typing import Any, Dict, Optional, Tuple
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.errors import sqlstate
 from app.core.transactions import run_with_retry
 from app.idempotency import service as idempotency
 from app.integrations import stripe as provider
@@ -50,6 +44,7 @@ from app.payments.schemas import PaymentOut
 logger = logging.getLogger(__name__)
 
 PAY_PATH = "/api/pay"
+UNIQUE_VIOLATION = "23505"
 
 
 def provider_key(payment_id: int) -> str:
@@ -76,12 +71,10 @@ async def pay_account(
 ) -> PaymentOut:
     """Charge `amount_minor` and credit the user's account exactly once.
 
-    Raises AccountNotFound (not the user's account), PaymentDeclined (402,
-    nothing credited; replays return it again), PaymentProviderError (502,
-    nothing credited, the payment stays pending: a retry with the same
-    Idempotency-Key charges with the same provider key, and a webhook may
-    still complete it), IdempotencyKeyReused (409), PaymentsDisabled (503,
-    no provider configured: nothing is written).
+    Raises AccountNotFound, PaymentDeclined (replays return it again),
+    PaymentProviderError (the payment stays pending: a retry charges with the
+    same provider key, and a webhook may still complete it),
+    IdempotencyKeyReused, PaymentsDisabled (nothing is written).
     """
     if not provider.payments_enabled():
         raise PaymentsDisabled()
@@ -222,12 +215,10 @@ async def handle_webhook(
 ) -> None:
     """Verify and apply one provider event.
 
-    The signature is checked on the raw body (timestamp within 300 s, past
-    or future). Each event id
-    is stored once (unique constraint), in the same transaction as its
-    effect: a redelivery is a no-op, and a failed application is not recorded
-    so the provider's redelivery tries again. `payment_intent.succeeded`
-    credits the payment exactly once (see apply_succeeded_payment).
+    The signature is checked on the raw body. Each event id is stored once
+    (unique constraint), in the same transaction as its effect: a redelivery
+    is a no-op, and a failed application is not recorded, so the provider's
+    redelivery tries again.
 
     Raises InvalidSignature or InvalidEvent (400), PaymentsDisabled (503: no
     provider configured, so no secret to trust; the provider redelivers later).
@@ -316,7 +307,7 @@ async def _apply_intent_succeeded(session: AsyncSession, event: Dict[str, Any]) 
                 session, payment_id=payment_id, provider_payment_id=intent_id
             )
     except IntegrityError as error:
-        if _sqlstate(error) != UNIQUE_VIOLATION:
+        if sqlstate(error) != UNIQUE_VIOLATION:
             raise
         logger.error(
             "webhook: intent %s was attached to another payment meanwhile; payment %s not credited",
@@ -325,10 +316,3 @@ async def _apply_intent_succeeded(session: AsyncSession, event: Dict[str, Any]) 
         )
         return None
     return payment_id
-
-
-UNIQUE_VIOLATION = "23505"
-
-
-def _sqlstate(error: IntegrityError) -> str:
-    return str(getattr(error.orig, "sqlstate", None) or "")
