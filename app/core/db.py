@@ -173,12 +173,12 @@ _ASYNCPG_DIALECT = asyncpg_dialect.dialect()
 
 class Reader:
     """The one read path beside the request's session: `fetch` runs one
-    `PreparedRead` in autocommit mode on a pooled connection checked out for
-    that statement alone, on the asyncpg connection itself, and returns
-    asyncpg records.
+    `PreparedRead` on the asyncpg connection of a pooled connection checked
+    out for that statement alone (outside any transaction: asyncpg has no
+    implicit BEGIN), and returns asyncpg records.
 
-    Why it exists: the hot reads (the auth standing, `GET /api/posts`, `GET
-    /api/users/me`) are one statement each. Here that costs one round trip
+    Why it exists: the hot reads (the auth standing, `GET /api/posts`) are
+    one statement each. Here that costs one round trip
     (no BEGIN/COMMIT), sees one consistent snapshot, holds a pool connection
     only while PostgreSQL works, and skips SQLAlchemy's execution and result
     machinery, which cost as much as the query (bench/README.md). Never for

@@ -248,10 +248,6 @@ class InvalidData(AppError):
     message = "The input contains a value the database cannot store"
 
 
-def _sqlstate(exc: Exception) -> str:
-    return str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
-
-
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     # Down, unreachable, recovering, overloaded or too slow: a fast, retryable
     # 503 rather than a 500.
@@ -265,10 +261,10 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
             type(exc).__name__,
         )
         return JSONResponse(error_body(fault.detail, fault.code), 503, headers=fault.headers)
-    if isinstance(exc, DataError) or _sqlstate(exc).startswith("22"):
+    if isinstance(exc, DataError) or sqlstate(exc).startswith("22"):
         # SQLSTATE class 22 (bad encoding, out-of-range value): input the
         # validators let through. A 422, logged so the validator gets fixed.
-        logger.warning("database rejected input on %s: %s", request.url.path, _sqlstate(exc))
+        logger.warning("database rejected input on %s: %s", request.url.path, sqlstate(exc))
         invalid = InvalidData()
         return JSONResponse(error_body(invalid.detail, invalid.code), 422)
     return await _unhandled_error(request, exc)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import asyncpg
 from sqlalchemy.exc import DBAPIError
 from starlette.requests import Request
 
@@ -35,3 +36,11 @@ async def test_other_database_errors_stay_500_without_details() -> None:
     status, body = await _handle(exc)
     assert status == 500
     assert body == {"detail": "Internal server error", "code": "internal_error"}
+
+
+async def test_raw_driver_data_exception_is_422_too() -> None:
+    # Paths that use the driver directly (Reader.fetch) raise asyncpg's own error.
+    exc = asyncpg.exceptions.NumericValueOutOfRangeError("value out of range")
+    assert exc.sqlstate == "22003"
+    status, body = await _handle(exc)
+    assert status == 422 and body["code"] == "invalid_data"
