@@ -23,6 +23,7 @@ from typing_extensions import Annotated
 
 from app.core.config import Settings, get_settings
 from app.core.errors import DatabaseTimeout, DatabaseUnavailable
+from app.core.fifo_gate import FifoGate
 
 logger = logging.getLogger(__name__)
 
@@ -187,10 +188,31 @@ class Reader:
     (the connection is discarded), a statement timeout 503 `database_timeout`.
     """
 
-    def __init__(self, connect: Callable[[], AsyncContextManager[Any]]) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], AsyncContextManager[Any]],
+        gate: Optional[FifoGate] = None,
+        gate_timeout: float = 5.0,
+    ) -> None:
         self._connect = connect
+        self._gate = gate
+        self._gate_timeout = gate_timeout
 
     async def fetch(self, read: PreparedRead, parameters: Dict[str, Any]) -> List[Any]:
+        if self._gate is None:
+            return await self._fetch(read, parameters)
+        try:
+            await self._gate.enter(self._gate_timeout)
+        except asyncio.TimeoutError:
+            raise DatabaseTimeout(
+                "No database connection came free in time, try again shortly"
+            ) from None
+        try:
+            return await self._fetch(read, parameters)
+        finally:
+            self._gate.leave()
+
+    async def _fetch(self, read: PreparedRead, parameters: Dict[str, Any]) -> List[Any]:
         async with self._connect() as connection:
             if isinstance(connection, AsyncSession):  # tests share their session
                 connection = await connection.connection()
@@ -218,8 +240,11 @@ class Database:
         self._engine = engine
         self._sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
         # Same pool. Reader.fetch runs its statement on the driver connection,
-        # which asyncpg executes outside any transaction: no BEGIN/COMMIT.
-        self._reader = Reader(engine.connect)
+        # which asyncpg executes outside any transaction: no BEGIN/COMMIT. Its
+        # checkouts queue in arrival order (app/core/fifo_gate.py).
+        settings = get_settings()
+        gate = FifoGate(settings.db_pool_size + settings.db_max_overflow)
+        self._reader = Reader(engine.connect, gate, settings.db_pool_timeout)
 
     @property
     def engine(self) -> AsyncEngine:
