@@ -1,29 +1,19 @@
 """Who is calling, without a database round trip on the hot path.
 
-This is what `CurrentUser` (app/auth/dependencies.py), the one auth
-dependency, runs. It verifies the JWT, then checks the account's standing
-(active, sessions not revoked since the token was issued) against a
-short-lived per-process cache of that standing, loading it from the
-database with one read of its own on a miss. Endpoints get a `Principal`
-(id, standing, email and name), never the user row: those that need the
-row load it. Email and name never change once an account exists, so
-`GET /api/users/me` answers from the principal without a read of its own.
+`CurrentUser` (app/auth/dependencies.py) runs this: verify the JWT, then
+check the account's standing (active, sessions not revoked since the token
+was issued) against a short-lived per-process cache, loaded by one read on a
+miss. Endpoints get a `Principal` (id, standing, email and name), never the
+row. Email and name never change once an account exists, so `GET
+/api/users/me` answers from the principal.
 
-Revocation bound, by design: in *other* processes a deactivation or session
-revocation takes effect within `AUTH_CACHE_SECONDS` (default 2 s; 0 turns
-the cache off); the process that performs it drops its entry when the
-revoking transaction commits.
-
-Two more savings, neither of which changes what is accepted:
-- A token's signature and claims are verified once per process; the result
-  (user id, iat, exp) is kept until the token's own `exp`. The standing check
-  above still runs on every request, so revocation works exactly as before.
-- A standing entry in the second half of its life is refreshed in the
-  background by one database read while requests keep using it, so a busy
-  user's requests never wait for that read (they did, every 2 s, behind
-  the pool's queue: the p99 of `GET /api/posts`). An expired entry is
-  reloaded by one read that concurrent requests share. A load that started
-  before a revocation in this process never stores its (older) result.
+Revocation bound: in other processes a deactivation or session revocation
+takes effect within `AUTH_CACHE_SECONDS` (default 2 s; 0 turns the cache
+off); the process that performs it drops its entry when its transaction
+commits. A verified token's claims are kept until its `exp` (the standing
+check still runs on every request). An entry in the second half of its life
+is refreshed in the background, so a busy user's requests never wait for
+that read; a load that started before a revocation never stores its result.
 """
 
 from __future__ import annotations

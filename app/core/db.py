@@ -175,17 +175,13 @@ _ASYNCPG_DIALECT = asyncpg_dialect.dialect()
 class Reader:
     """The one read path beside the request's session: `fetch` runs one
     `PreparedRead` on the asyncpg connection of a pooled connection checked
-    out for that statement alone (outside any transaction: asyncpg has no
-    implicit BEGIN), and returns asyncpg records.
-
-    Why it exists: the hot reads (the auth standing, `GET /api/posts`) are
-    one statement each. Here that costs one round trip
-    (no BEGIN/COMMIT), sees one consistent snapshot, holds a pool connection
-    only while PostgreSQL works, and skips SQLAlchemy's execution and result
-    machinery, which cost as much as the query (bench/README.md). Never for
-    writes: those go through the request's `DbSession`. Errors map as on the
-    SQLAlchemy path: connection failures become 503 `database_unavailable`
-    (the connection is discarded), a statement timeout 503 `database_timeout`.
+    out for that statement alone, outside any transaction, and returns
+    asyncpg records. For the hot one-statement reads (the auth standing, `GET
+    /api/posts`): one round trip, one snapshot, the connection held only while
+    PostgreSQL works, none of SQLAlchemy's execution and result machinery
+    (which cost as much as the query: bench/README.md). Never for writes.
+    Connection failures become 503 `database_unavailable` (the connection is
+    discarded), a statement timeout 503 `database_timeout`.
     """
 
     def __init__(

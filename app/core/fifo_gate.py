@@ -1,18 +1,11 @@
-"""A first-come, first-served gate in front of the connection pool's checkout.
+"""A first-come, first-served gate in front of the Reader's pool checkouts.
 
 Why: SQLAlchemy's async pool hands a returned connection to whichever
-coroutine asks next, not to the one that has waited longest. asyncio's queue
-(and, before Python 3.12, its semaphore) lets a newcomer take what a woken
-waiter has not collected yet, and the waiter queues again at the back. With
-more concurrent reads than connections, some requests lose that race over
-and over: a page of posts under 64 clients had a p99 of seconds at a p50 of
-about 100 ms, and now and then a request waited past the pool timeout and
-got a 503 with the database idle (bench/README.md).
-
-The gate admits as many holders as it has places, in arrival order; a place
-given back goes straight to the oldest waiter, so no newcomer can take it.
-`Reader.fetch` (app/core/db.py) passes through it with as many places as the
-pool has connections, so its reads never wait inside the pool.
+coroutine asks next, not to the one that waited longest, so with more
+concurrent reads than connections some requests lose that race again and
+again (a p99 of seconds, and stray 503s from the pool timeout: bench/README.md).
+The gate admits in arrival order with as many places as the pool has
+connections; a place given back goes straight to the oldest waiter.
 """
 
 from __future__ import annotations
