@@ -5,7 +5,7 @@ waiter times out or is cancelled."""
 from __future__ import annotations
 
 import asyncio
-from typing import List
+from typing import List, Tuple
 
 import pytest
 
@@ -51,12 +51,19 @@ async def test_a_wait_past_the_timeout_raises_and_loses_no_place() -> None:
     await asyncio.wait_for(gate.enter(timeout=60), 5)  # the place is free again
 
 
-async def test_a_cancelled_waiter_is_skipped() -> None:
+async def _full_gate_with_two_waiters() -> Tuple[
+    FifoGate, asyncio.Future[None], asyncio.Future[None]
+]:
     gate = FifoGate(1)
     await gate.enter(timeout=60)
-    gone = asyncio.ensure_future(gate.enter(timeout=60))
-    later = asyncio.ensure_future(gate.enter(timeout=60))
+    first = asyncio.ensure_future(gate.enter(timeout=60))
+    second = asyncio.ensure_future(gate.enter(timeout=60))
     await _settle()
+    return gate, first, second
+
+
+async def test_a_cancelled_waiter_is_skipped() -> None:
+    gate, gone, later = await _full_gate_with_two_waiters()
     gone.cancel()
     await _settle()
     gate.leave()
@@ -65,11 +72,7 @@ async def test_a_cancelled_waiter_is_skipped() -> None:
 
 
 async def test_a_waiter_cancelled_after_being_handed_a_place_passes_it_on() -> None:
-    gate = FifoGate(1)
-    await gate.enter(timeout=60)
-    handed = asyncio.ensure_future(gate.enter(timeout=60))
-    next_in_line = asyncio.ensure_future(gate.enter(timeout=60))
-    await _settle()
+    gate, handed, next_in_line = await _full_gate_with_two_waiters()
     gate.leave()  # the place goes to `handed`, which has not run yet...
     handed.cancel()  # ...and is cancelled before it does
     await asyncio.wait_for(next_in_line, 5)
