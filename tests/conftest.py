@@ -199,6 +199,10 @@ async def client(app: Any, session: Any) -> AsyncIterator[Any]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http
+    # A background standing refresh runs on the shared connection: let it end
+    # before the session's rollback uses that connection (a slow test leaves one).
+    in_flight = list(principal._standing_loads.values())
+    await asyncio.gather(*in_flight, return_exceptions=True)
     app.dependency_overrides.pop(get_db, None)
     app.dependency_overrides.pop(get_reader, None)
     principal.standing_reader = principal._process_reader

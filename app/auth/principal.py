@@ -47,6 +47,7 @@ class PrincipalCache:
     def __init__(self) -> None:
         self._entries: Dict[int, Tuple[Optional[Principal], float, float]] = {}
         self.generation = 0
+        self.clock: Callable[[], float] = time.monotonic
 
     def get(self, user_id: int) -> Tuple[bool, Optional[Principal]]:
         found, principal, _ = self.lookup(user_id)
@@ -55,7 +56,7 @@ class PrincipalCache:
     def lookup(self, user_id: int) -> Tuple[bool, Optional[Principal], bool]:
         """(found, principal, due for a refresh)."""
         entry = self._entries.get(user_id)
-        now = time.monotonic()
+        now = self.clock()
         if entry is None or entry[1] < now:
             return False, None, False
         return True, entry[0], entry[2] <= now
@@ -69,7 +70,7 @@ class PrincipalCache:
             return
         if len(self._entries) > 100_000:  # bound memory under token spraying
             self._entries.clear()
-        now = time.monotonic()
+        now = self.clock()
         self._entries[user_id] = (principal, now + ttl, now + ttl / 2)
 
     def invalidate(self, user_id: int) -> None:

@@ -136,7 +136,11 @@ async def test_a_failed_standing_lookup_fails_every_waiter_and_is_retried(
 
 
 async def test_a_standing_due_for_refresh_is_reloaded_in_the_background(
-    client: Any, make_user: Callable[..., Any], standing_reads: Any, settings: Any
+    client: Any,
+    make_user: Callable[..., Any],
+    standing_reads: Any,
+    settings: Any,
+    monkeypatch: Any,
 ) -> None:
     import asyncio
 
@@ -145,20 +149,22 @@ async def test_a_standing_due_for_refresh_is_reloaded_in_the_background(
     user = await make_user()
     principal_cache.clear()
     # A standing in the second half of its life: served as is, reloaded once.
+    # The cache's clock stands still, so the entry cannot expire meanwhile.
+    now = [1000.0]
+    monkeypatch.setattr(principal_cache, "clock", lambda: now[0])
     stale = Principal(
         id=user["id"], is_superuser=True, tokens_valid_after=None, email="u@example.com", name="u"
     )
-    principal_cache.put(user["id"], stale, ttl=0.02)
-    await asyncio.sleep(0.012)
+    principal_cache.put(user["id"], stale, ttl=10)
+    now[0] += 6  # past half its life, well before its end
     standing_reads.clear()
     served = await asyncio.gather(*(authenticate_principal(user["access_token"]) for _ in range(5)))
     assert all(p is stale for p in served)  # nobody waited for the read
-    for _ in range(100):  # the background read lands
-        found, fresh = principal_cache.get(user["id"])
-        if found and fresh is not stale:
-            break
-        await asyncio.sleep(0.01)
-    assert fresh is not None and fresh.is_superuser is False  # the database's truth
+    from app.auth import principal as principal_module
+
+    await asyncio.gather(*principal_module._standing_loads.values())  # the background read
+    found, fresh = principal_cache.get(user["id"])
+    assert found and fresh is not None and fresh.is_superuser is False  # the database's truth
     assert standing_reads == [{"user_id": user["id"]}]
 
 
