@@ -48,7 +48,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until_healthy(base_url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+def wait_until_healthy(base_url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """A hang guard, not a timing: a loaded machine imports the app slowly."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

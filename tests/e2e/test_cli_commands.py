@@ -299,7 +299,7 @@ def test_serve_answers_health_and_exits_zero_on_sigterm(committed_db: Any, tmp_p
             start_new_session=True,
         )
     try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", proc, timeout=60)
+        wait_until_healthy(f"http://127.0.0.1:{port}", proc, timeout=120)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, log.read_text()[-3000:]
     finally:
