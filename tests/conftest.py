@@ -181,6 +181,7 @@ async def client(app: Any, session: Any) -> AsyncIterator[Any]:
 
     from app.auth import principal
     from app.core.db import Reader, get_db, get_reader
+    from app.core.fifo_gate import FifoGate
 
     async def override_get_db() -> AsyncIterator[Any]:
         yield session
@@ -190,12 +191,15 @@ async def client(app: Any, session: Any) -> AsyncIterator[Any]:
     async def shared_session() -> AsyncIterator[Any]:
         yield session
 
+    # One gate place: the Reader's statements take turns on the shared connection.
+    reader = Reader(shared_session, FifoGate(1), 5.0)
+
     async def override_get_reader() -> Reader:
-        return Reader(shared_session)
+        return reader
 
     app.dependency_overrides[get_db] = override_get_db
     app.dependency_overrides[get_reader] = override_get_reader
-    principal.standing_reader = lambda: Reader(shared_session)
+    principal.standing_reader = lambda: reader
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http

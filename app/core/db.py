@@ -185,18 +185,13 @@ class Reader:
     """
 
     def __init__(
-        self,
-        connect: Callable[[], AsyncContextManager[Any]],
-        gate: Optional[FifoGate] = None,
-        gate_timeout: float = 5.0,
+        self, connect: Callable[[], AsyncContextManager[Any]], gate: FifoGate, gate_timeout: float
     ) -> None:
         self._connect = connect
         self._gate = gate
         self._gate_timeout = gate_timeout
 
     async def fetch(self, read: PreparedRead, parameters: Dict[str, Any]) -> List[Any]:
-        if self._gate is None:
-            return await self._fetch(read, parameters)
         try:
             await self._gate.enter(self._gate_timeout)
         except asyncio.TimeoutError:

@@ -110,6 +110,7 @@ async def test_a_failed_standing_lookup_fails_every_waiter_and_is_retried(
 
     from app.core.db import Reader
     from app.core.errors import InvalidToken
+    from app.core.fifo_gate import FifoGate
 
     user = await make_user()
     principal_cache.clear()
@@ -120,7 +121,7 @@ async def test_a_failed_standing_lookup_fails_every_waiter_and_is_retried(
         raise ConnectionRefusedError("database down")
         yield  # pragma: no cover
 
-    principal_module.standing_reader = lambda: Reader(database_down)
+    principal_module.standing_reader = lambda: Reader(database_down, FifoGate(1), 5.0)
     try:
         results = await asyncio.gather(
             *(principal_module.authenticate_principal(user["access_token"]) for _ in range(3)),

@@ -14,6 +14,7 @@ from starlette.requests import Request
 
 from app.core.db import PreparedRead, Reader
 from app.core.errors import DatabaseTimeout, _database_error
+from app.core.fifo_gate import FifoGate
 
 
 async def test_statement_timeout_on_the_sqlalchemy_path_is_503(session: Any) -> None:
@@ -34,7 +35,7 @@ async def test_statement_timeout_on_reader_fetch_is_503(session: Any) -> None:
 
     await session.execute(text("SET LOCAL statement_timeout = '20ms'"))
     with pytest.raises(DatabaseTimeout) as caught:
-        await Reader(shared).fetch(PreparedRead(select(func.pg_sleep(2))), {})
+        await Reader(shared, FifoGate(1), 5.0).fetch(PreparedRead(select(func.pg_sleep(2))), {})
     assert caught.value.status_code == 503 and caught.value.code == "database_timeout"
 
 
@@ -48,6 +49,6 @@ async def test_prepared_read_binds_named_and_literal_parameters(session: Any) ->
             bindparam("a") > 1
         )
     )
-    rows = await Reader(shared).fetch(read, {"a": 5, "b": "x"})
+    rows = await Reader(shared, FifoGate(1), 5.0).fetch(read, {"a": 5, "b": "x"})
     assert [dict(row) for row in rows] == [{"fixed": 7, "b": "x"}]
-    assert await Reader(shared).fetch(read, {"a": 0, "b": "x"}) == []
+    assert await Reader(shared, FifoGate(1), 5.0).fetch(read, {"a": 0, "b": "x"}) == []
