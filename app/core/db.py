@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import QueuePool
 from typing_extensions import Annotated
 
 from app.core.config import Settings, get_settings
@@ -232,10 +233,11 @@ class Database:
         self._sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
         # Same pool. Reader.fetch runs its statement on the driver connection,
         # which asyncpg executes outside any transaction: no BEGIN/COMMIT. Its
-        # checkouts queue in arrival order (app/core/fifo_gate.py).
-        settings = get_settings()
-        gate = FifoGate(settings.db_pool_size + settings.db_max_overflow)
-        self._reader = Reader(engine.connect, gate, settings.db_pool_timeout)
+        # checkouts queue in arrival order (app/core/fifo_gate.py), at most
+        # as many at once as the pool keeps connections: no overflow churn.
+        pool = engine.pool
+        assert isinstance(pool, QueuePool)  # build_engine's pool: size and timeout
+        self._reader = Reader(engine.connect, FifoGate(pool.size()), pool.timeout())
 
     @property
     def engine(self) -> AsyncEngine:

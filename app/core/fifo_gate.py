@@ -4,8 +4,11 @@ Why: SQLAlchemy's async pool hands a returned connection to whichever
 coroutine asks next, not to the one that waited longest, so with more
 concurrent reads than connections some requests lose that race again and
 again (a p99 of seconds, and stray 503s from the pool timeout: bench/README.md).
-The gate admits in arrival order with as many places as the pool has
-connections; a place given back goes straight to the oldest waiter.
+The gate admits in arrival order; a place given back goes straight to the
+oldest waiter. It has as many places as the pool keeps connections
+(`DB_POOL_SIZE`, not the overflow): the pool closes an overflow connection
+when it comes back, so reads kept above that size would open a new
+PostgreSQL connection (a new backend) again and again under steady load.
 """
 
 from __future__ import annotations

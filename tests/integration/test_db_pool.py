@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import TimeoutError
 
-from app.core.db import build_engine
+from app.core.db import Database, PreparedRead, build_engine
 
 
 async def test_idle_connection_killed_by_server_is_replaced_at_checkout(settings: Any) -> None:
@@ -76,5 +77,24 @@ async def test_overflow_connections_are_closed_on_return(settings: Any) -> None:
         await second.close()
         assert engine.pool.checkedout() == 0
         assert engine.pool.checkedin() == 1  # the overflow one was closed
+    finally:
+        await engine.dispose()
+
+
+async def test_reads_above_the_pool_size_open_no_connection_per_read(settings: Any) -> None:
+    # More concurrent reads than the pool keeps connections: they wait at the
+    # Reader's gate instead of opening overflow connections, which the pool
+    # would close on return (a new PostgreSQL backend per read under load).
+    engine = _small_pool(settings, size=2, overflow=3)
+    database = Database()
+    database.configure(engine)
+    opened = []
+    event.listen(engine.sync_engine, "connect", lambda *args: opened.append(1))
+    slow_read = PreparedRead(select(func.pg_sleep(0.02)))
+    try:
+        for _ in range(3):
+            await asyncio.gather(*(database.reader.fetch(slow_read, {}) for _ in range(10)))
+        assert len(opened) == 2
+        assert engine.pool.checkedin() == 2
     finally:
         await engine.dispose()
