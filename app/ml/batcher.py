@@ -1,22 +1,30 @@
 """Micro-batching: concurrent prediction requests share one inference call.
 
-One inference thread takes everything waiting (whole requests, up to
-`max_batch_rows` rows), runs the model once and hands each request its slice.
-There is no timer: batches grow only while an inference call runs, so a lone
-client waits for nothing. The queue is bounded (`max_queue_rows`, beyond it
-503 `Overloaded`), and a failed batch is retried request by request so the
+Requests queue their rows; the first to find no run scheduled schedules one
+with `loop.call_soon`, so every request that reaches the batcher in the same
+turn of the event loop joins it. A run takes what is waiting, up to
+`max_batch_rows` rows (a larger request goes alone), runs the model once and
+answers each request with its slice; what is left waits for the next turn,
+after other work. The queue is bounded (`max_queue_rows`, beyond it 503
+`Overloaded`), and a failed batch is retried request by request so the
 failure stays with the request that caused it.
+
+Why on the event loop, not a thread: an ONNX call on a batch of served size
+costs less than handing the batch to a thread and back (wake-ups and GIL
+hand-offs per batch: bench/README.md). The loop is held for one call at a
+time, of at most `max_batch_rows` rows or one request's own rows (whose
+body the loop has just decoded, row by row); a model slow per batch should
+get a smaller ML_MAX_BATCH_ROWS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import threading
 import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, List, Optional, Tuple
 
 import numpy as np
 from typing_extensions import Protocol
@@ -53,12 +61,10 @@ class Prediction:
 class _Item:
     rows: np.ndarray
     future: asyncio.Future[Prediction]
-    loop: asyncio.AbstractEventLoop
     enqueued: float
 
 
 Outcome = Any  # Prediction or an exception instance
-_STOP = object()  # queued by stop(): everything before it is still served
 
 
 class MicroBatcher:
@@ -68,55 +74,36 @@ class MicroBatcher:
         *,
         max_batch_rows: int = 64,
         max_queue_rows: int = 4096,
-        name: str = "keel-inference",
     ) -> None:
         self._model_source = model_source
         self.max_batch_rows = max_batch_rows
         self.max_queue_rows = max_queue_rows
-        self._name = name
-        # A C-level queue: a cheaper hand-off than a Condition's. The row count
-        # has its own lock, never held while waiting.
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pending: Deque[_Item] = deque()
         self._queued_rows = 0
-        self._count_lock = threading.Lock()
-        self._stopping = False
-        self._thread: Optional[threading.Thread] = None
+        # The loop a run is scheduled on, if any (one per process; tests may
+        # leave a loop with a run pending, so another loop schedules its own).
+        self._scheduled: Optional[asyncio.AbstractEventLoop] = None
+        self._accepting = False
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        with self._count_lock:
-            # A fresh queue: nothing left from an earlier run (its stop marker).
-            self._queue = queue.SimpleQueue()
-            self._queued_rows = 0
-            self._stopping = False
-        self._thread = threading.Thread(
-            target=self._run, args=(self._queue,), name=self._name, daemon=True
-        )
-        self._thread.start()
+        self._accepting = True
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Finish what is queued, then end the thread."""
-        with self._count_lock:
-            if self._stopping:
-                return
-            self._stopping = True
-            # Under the lock: no request can be queued behind the marker.
-            self._queue.put(_STOP)
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._thread = None
+    def stop(self) -> None:
+        """Refuse new work and answer everything queued, now."""
+        self._accepting = False
+        while self._pending:
+            self._answer(self._take_batch())
 
     @property
     def is_running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._accepting
 
     @property
     def queued_rows(self) -> int:
         return self._queued_rows
 
-    # ---------------------------------------------------------------- event-loop side
+    # ---------------------------------------------------------------- requests
     async def submit(self, rows: np.ndarray) -> Prediction:
         """Queue a float32 (n, n_features) array and wait for its predictions.
 
@@ -124,66 +111,75 @@ class MicroBatcher:
         model is loaded (or the batcher is stopped), WrongFeatureCount when the
         model changed shape between validation and inference.
         """
+        return await self.enqueue(rows)
+
+    def enqueue(self, rows: np.ndarray) -> asyncio.Future[Prediction]:
+        """`submit` without the wait: the rows are queued when this returns."""
+        if not self._accepting:
+            raise ModelUnavailable()
+        n = len(rows)
+        if self._queued_rows and self._queued_rows + n > self.max_queue_rows:
+            metrics.SHED.inc()
+            raise Overloaded(retry_after=1)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Prediction] = loop.create_future()
-        n = len(rows)
-        with self._count_lock:
-            if self._stopping or self._thread is None:
-                raise ModelUnavailable()
-            if self._queued_rows and self._queued_rows + n > self.max_queue_rows:
-                metrics.SHED.inc()
-                raise Overloaded(retry_after=1)
-            self._queued_rows += n
-            self._queue.put(_Item(rows, future, loop, time.perf_counter()))
-        return await future
+        self._pending.append(_Item(rows, future, time.perf_counter()))
+        self._queued_rows += n
+        if self._scheduled is not loop:
+            self._scheduled = loop
+            loop.call_soon(self._run)
+        return future
 
-    # ---------------------------------------------------------------- inference thread
-    def _run(self, jobs: queue.SimpleQueue[Any]) -> None:
-        carried: Any = None  # taken from the queue but too big for the last batch
-        while True:
-            head = carried if carried is not None else jobs.get()
-            if head is _STOP:
-                return
-            batch, carried = self._take_batch(jobs, head)
-            started = time.perf_counter()
-            try:
-                outcomes, fitting = self._process(batch)
-            except Exception as exc:  # noqa: BLE001 - the thread must outlive any batch
-                logger.exception("a batch of %d requests failed", len(batch))
-                outcomes, fitting = [exc] * len(batch), []
-            finished = time.perf_counter()
-            self._deliver(batch, outcomes)
-            try:
-                self._record(batch, fitting, started, finished)
-            except OSError:  # the multiprocess metrics file (disk full, ...)
-                logger.exception("cannot record prediction metrics")
+    def _run(self) -> None:
+        """One inference call for what is waiting; the rest on a later turn."""
+        self._scheduled = None
+        if not self._pending:
+            return
+        batch = self._take_batch()
+        if self._pending:
+            loop = asyncio.get_running_loop()
+            self._scheduled = loop
+            loop.call_soon(self._run)
+        self._answer(batch)
 
-    def _take_batch(self, jobs: queue.SimpleQueue[Any], head: _Item) -> Tuple[List[_Item], Any]:
-        """`head` and whatever else is waiting, up to max_batch_rows rows (a
-        larger head goes alone); also the item taken that did not fit, if any."""
+    def _answer(self, batch: List[_Item]) -> None:
+        started = time.perf_counter()
+        try:
+            outcomes, fitting = self._process(batch)
+        except Exception as exc:  # noqa: BLE001 - every request must get an answer
+            logger.exception("a batch of %d requests failed", len(batch))
+            outcomes, fitting = [exc] * len(batch), []
+        finished = time.perf_counter()
+        for item, outcome in zip(batch, outcomes):
+            if item.future.done():  # the caller went away (cancelled)
+                continue
+            if isinstance(outcome, BaseException):
+                item.future.set_exception(outcome)
+            else:
+                item.future.set_result(outcome)
+        try:
+            self._record(batch, fitting, started, finished)
+        except OSError:  # the multiprocess metrics file (disk full, ...)
+            logger.exception("cannot record prediction metrics")
+
+    def _take_batch(self) -> List[_Item]:
+        """The oldest request and those after it, up to max_batch_rows rows (a
+        larger request goes alone)."""
+        head = self._pending.popleft()
         batch = [head]
         rows = len(head.rows)
-        carried: Any = None
-        while rows < self.max_batch_rows:
-            try:
-                item = jobs.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP or rows + len(item.rows) > self.max_batch_rows:
-                carried = item
-                break
+        while self._pending and rows + len(self._pending[0].rows) <= self.max_batch_rows:
+            item = self._pending.popleft()
             batch.append(item)
             rows += len(item.rows)
-        with self._count_lock:
-            self._queued_rows -= rows
-        return batch, carried
+        self._queued_rows -= rows
+        return batch
 
     def _record(
         self, batch: List[_Item], fitting: List[int], started: float, finished: float
     ) -> None:
-        """Metrics, recorded after the answers are handed to their event loops.
-        One observation per batch, not per request: under gunicorn each is a
-        locked write to a shared file."""
+        """Metrics, recorded after the answers are given. One observation per
+        batch, not per request: under gunicorn each is a write to a shared file."""
         metrics.QUEUE_ROWS.set(self._queued_rows)
         metrics.QUEUE_WAIT.observe(started - batch[0].enqueued)  # the head waited longest
         if fitting:
@@ -238,24 +234,3 @@ class MicroBatcher:
             logger.exception("inference failed for one request")
             metrics.ERRORS.inc()
             return exc
-
-    @staticmethod
-    def _deliver(batch: List[_Item], outcomes: List[Outcome]) -> None:
-        by_loop: Dict[asyncio.AbstractEventLoop, List[Tuple[asyncio.Future, Outcome]]] = {}
-        for item, outcome in zip(batch, outcomes):
-            by_loop.setdefault(item.loop, []).append((item.future, outcome))
-        for loop, pairs in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_resolve, pairs)
-            except RuntimeError:  # that loop is closed: nobody is waiting any more
-                continue
-
-
-def _resolve(pairs: List[Tuple[asyncio.Future, Outcome]]) -> None:
-    for future, outcome in pairs:
-        if future.done():  # the caller went away (cancelled)
-            continue
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)

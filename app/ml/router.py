@@ -8,7 +8,7 @@ from app.auth.dependencies import CurrentSuperuser, CurrentUser
 from app.core.db import DbSession
 from app.core.pagination import NoQuery, Page, Pagination
 from app.core.responses import ORJSONUTCResponse
-from app.core.routing import KeelRoute
+from app.core.routing import KeelRoute, json_body_openapi, read_json_body
 from app.core.schemas import error_responses
 from app.ml import service
 from app.ml.schemas import (
@@ -32,9 +32,12 @@ VersionPath = Annotated[str, Path(examples=["v1"])]
     dependencies=[NoQuery],
     response_model=PredictionOut,
     responses=error_responses(401, 422, 503),
+    openapi_extra=json_body_openapi(PredictRequest),
 )
-async def predict(body: PredictRequest, user: CurrentUser) -> Response:
-    # Built here from plain values, so not validated again as a PredictionOut.
+async def predict(request: Request, user: CurrentUser) -> Response:
+    # The body in one pydantic-core pass from its bytes (app/core/routing.py);
+    # the answer built from plain values, so not validated again.
+    body = await read_json_body(request, PredictRequest)
     label, probability, version = await service.predict_one(model_server, body.features)
     return ORJSONUTCResponse(
         {"prediction": label, "probability": probability, "model_version": version}
@@ -46,8 +49,10 @@ async def predict(body: PredictRequest, user: CurrentUser) -> Response:
     dependencies=[NoQuery],
     response_model=BatchPredictionOut,
     responses=error_responses(401, 422, 503),
+    openapi_extra=json_body_openapi(BatchPredictRequest),
 )
-async def predict_batch(body: BatchPredictRequest, user: CurrentUser) -> BatchPredictionOut:
+async def predict_batch(request: Request, user: CurrentUser) -> BatchPredictionOut:
+    body = await read_json_body(request, BatchPredictRequest)
     result = await service.predict_many(model_server, body.instances)
     return BatchPredictionOut(
         predictions=[

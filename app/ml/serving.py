@@ -47,7 +47,7 @@ class ModelServer:
         watch_interval: float = 1.0,
         intra_op_threads: int = 1,
     ) -> None:
-        """Load the active model (if any), start the inference thread and the
+        """Load the active model (if any), start the batcher and the
         pointer watcher. A missing or broken model is logged, not fatal: the
         API starts and predictions answer 503 until a model is activated."""
         await self.stop()
@@ -82,7 +82,7 @@ class ModelServer:
             self._watcher = None
         if self._batcher is not None:
             batcher, self._batcher = self._batcher, None
-            await anyio.to_thread.run_sync(batcher.stop)
+            batcher.stop()
         self._model = None
 
     # ------------------------------------------------------------ serving

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 import pytest
 from sqlalchemy import text
 
+from app.ml.metrics import SHED
 from app.ml.registry import Registry
 from app.ml.serving import ModelServer, model_server
 
@@ -335,54 +335,34 @@ async def test_no_request_fails_while_models_are_swapped_under_load(
     assert {"v1", "v2"} <= set(versions)
 
 
-class GatedModel:
-    """Wraps the real model; inference waits for a gate so the queue fills."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-        self.version = inner.version
-        self.n_features = inner.n_features
-        self.manifest = inner.manifest
-
-    def predict_proba(self, rows: np.ndarray) -> np.ndarray:
-        self.entered.set()
-        assert self.gate.wait(10)
-        return self.inner.predict_proba(rows)
-
-    def labels(self, positive: np.ndarray) -> np.ndarray:
-        return self.inner.labels(positive)
-
-
 async def test_a_full_queue_answers_503_overloaded_with_retry_after(
-    committed_client, committed_db, model_dir
+    committed_client, committed_db, model_dir, monkeypatch
 ):
+    # When the batcher sheds (its queue bound: tests/unit/test_ml_batcher.py),
+    # the endpoint answers 503 overloaded with Retry-After.
     headers = await _signed_up(committed_client, committed_db)
     await model_server.start(model_dir, watch_interval=0, max_queue_rows=2)
-    gated = GatedModel(model_server.current())
-    model_server._model = gated
     body = {"features": [1.0] * 30}
     try:
-        in_flight = asyncio.ensure_future(
-            committed_client.post("/api/predict", json=body, headers=headers)
-        )
-        assert await asyncio.to_thread(gated.entered.wait, 10)
-        queued = [
-            asyncio.ensure_future(committed_client.post("/api/predict", json=body, headers=headers))
-            for _ in range(2)
-        ]
-        while model_server.batcher.queued_rows < 2:  # noqa: ASYNC110 - a counter, not an event
-            await asyncio.sleep(0.005)
+        accepted = await committed_client.post("/api/predict", json=body, headers=headers)
+        assert accepted.status_code == 200
+        batcher = model_server.batcher
+        real_submit = batcher.submit
+        queued = []
+
+        async def behind_a_full_queue(rows):
+            queued.append(batcher.enqueue(np.concatenate([rows, rows])))  # 2 of 2 rows
+            return await real_submit(rows)
+
+        monkeypatch.setattr(batcher, "submit", behind_a_full_queue)
+        before = SHED._value.get()
         refused = await committed_client.post("/api/predict", json=body, headers=headers)
         assert refused.status_code == 503
         assert refused.json()["code"] == "overloaded"
         assert refused.headers["retry-after"] == "1"
-        gated.gate.set()
-        answered = await asyncio.gather(in_flight, *queued)
-        assert [r.status_code for r in answered] == [200, 200, 200]
+        assert SHED._value.get() == before + 1
+        assert len((await queued[0]).labels) == 2  # what was accepted is answered
     finally:
-        gated.gate.set()
         await model_server.stop()
 
 
@@ -503,15 +483,22 @@ async def test_predict_validates_content_type_and_body(
         assert response.json()["code"] == code
 
 
-async def test_invalid_json_is_422_even_without_a_token_and_401_otherwise(
+async def test_the_caller_is_authenticated_before_the_body_is_read(
     client,
+    make_user,
     serving,
 ) -> None:
-    # The body is decoded before the caller is authenticated.
+    # The prediction endpoints read their body after authentication: without
+    # a valid token the answer is 401 whatever the body.
+    for path in ("/api/predict", "/api/predict/batch"):
+        broken = await client.post(path, content="{", headers={"content-type": "application/json"})
+        assert broken.status_code == 401 and broken.json()["code"] == "not_authenticated"
+    user = await make_user()
     broken = await client.post(
-        "/api/predict", content="{", headers={"content-type": "application/json"}
+        "/api/predict", content="{", headers={**user["headers"], "content-type": "application/json"}
     )
     assert broken.status_code == 422 and broken.json()["code"] == "validation_error"
+    assert broken.json()["detail"][0]["type"] == "json_invalid"
     unauthenticated = await client.post("/api/predict", json={"features": ROW})
     assert unauthenticated.status_code == 401
     assert unauthenticated.json()["code"] == "not_authenticated"
@@ -547,17 +534,16 @@ async def test_batch_validates_every_row(
 def test_openapi_documents_the_declared_predict_contract(app: Any) -> None:
     schema = app.openapi()
     predict = schema["paths"]["/api/predict"]["post"]
-    assert predict["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
-        "/PredictRequest"
-    )
+    # The body schema is inline (the endpoint reads its body: app/core/routing.py).
+    body = predict["requestBody"]["content"]["application/json"]["schema"]
+    assert body["title"] == "PredictRequest" and body["required"] == ["features"]
     assert predict["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/PredictionOut"
     )
     assert {"401", "422", "503"} <= set(predict["responses"])
     batch = schema["paths"]["/api/predict/batch"]["post"]
-    assert batch["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
-        "/BatchPredictRequest"
-    )
+    body = batch["requestBody"]["content"]["application/json"]["schema"]
+    assert body["title"] == "BatchPredictRequest" and body["required"] == ["instances"]
 
 
 async def _call_app(app: Any, token: str, messages: List[Dict[str, Any]]) -> List[Dict[str, Any]]:

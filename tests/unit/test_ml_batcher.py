@@ -1,10 +1,13 @@
-"""The micro-batcher with fake models: ordering, isolation, shedding, batch bounds."""
+"""The micro-batcher with fake models: ordering, isolation, shedding, batch bounds.
+
+Requests submitted in the same turn of the event loop (tasks created before
+the test awaits) share inference calls; asyncio runs ready callbacks in the
+order they were scheduled, so which requests share a call is deterministic."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 import pytest
@@ -15,20 +18,14 @@ from app.ml.errors import ModelUnavailable, Overloaded, WrongFeatureCount
 
 
 class FakeModel:
-    """p(class 1) = first feature / 100; rows whose first feature is negative fail.
-    Optionally blocks each call until `gate` is set, so requests pile up."""
+    """p(class 1) = first feature / 100; rows whose first feature is negative fail."""
 
     def __init__(self, n_features: int = 3, version: str = "v-test") -> None:
         self.n_features = n_features
         self.version = version
         self.calls: List[int] = []
-        self.gate: Optional[threading.Event] = None
-        self.entered = threading.Event()
 
     def predict_proba(self, rows: np.ndarray) -> np.ndarray:
-        self.entered.set()
-        if self.gate is not None:
-            assert self.gate.wait(10)
         self.calls.append(len(rows))
         if (rows[:, 0] < 0).any():
             raise ValueError("negative input")
@@ -42,6 +39,10 @@ def row(value: float, width: int = 3) -> np.ndarray:
     return np.full((1, width), value, dtype=np.float32)
 
 
+def rows_of(value: float, n: int, width: int = 3) -> np.ndarray:
+    return np.full((n, width), value, dtype=np.float32)
+
+
 @pytest.fixture
 def model() -> FakeModel:
     return FakeModel()
@@ -52,40 +53,30 @@ def batcher(model: FakeModel):
     b = MicroBatcher(lambda: model, max_batch_rows=8, max_queue_rows=16)
     b.start()
     yield b
-    if model.gate is not None:
-        model.gate.set()
     b.stop()
 
 
-async def wait_until_busy(model: FakeModel) -> None:
-    assert await asyncio.to_thread(model.entered.wait, 10)
+def submit_all(batcher: MicroBatcher, arrays: List[np.ndarray]) -> List[asyncio.Future]:
+    return [asyncio.ensure_future(batcher.submit(a)) for a in arrays]
 
 
 async def test_each_request_gets_its_own_results_in_order(batcher, model):
-    model.gate = threading.Event()
-    first = asyncio.ensure_future(batcher.submit(row(1)))
-    await wait_until_busy(model)
-    values = list(range(2, 18))  # 16 rows: exactly the queue bound
-    tasks = [asyncio.ensure_future(batcher.submit(row(v))) for v in values]
-    model.gate.set()
-    results = await asyncio.gather(first, *tasks)
-    probabilities = [r.probabilities[0] for r in results]
-    assert probabilities == pytest.approx([v / 100 for v in [1, *values]])
+    values = list(range(1, 17))  # 16 rows: exactly the queue bound
+    results = await asyncio.gather(*submit_all(batcher, [row(v) for v in values]))
+    assert [r.probabilities[0] for r in results] == pytest.approx([v / 100 for v in values])
     assert [r.labels[0] for r in results] == [0] * len(results)
     assert all(r.model_version == "v-test" for r in results)
 
 
 async def test_concurrent_requests_share_inference_calls_up_to_the_row_limit(batcher, model):
-    model.gate = threading.Event()
-    first = asyncio.ensure_future(batcher.submit(row(1)))
-    await wait_until_busy(model)
-    tasks = [asyncio.ensure_future(batcher.submit(row(2))) for _ in range(15)]
-    await asyncio.sleep(0)
-    model.gate.set()
-    await asyncio.gather(first, *tasks)
-    assert model.calls[0] == 1
-    assert max(model.calls) == 8  # batched, never above max_batch_rows
-    assert sum(model.calls) == 16
+    await asyncio.gather(*submit_all(batcher, [row(2) for _ in range(16)]))
+    assert model.calls == [8, 8]  # batched, never above max_batch_rows
+    assert batcher.queued_rows == 0
+
+
+async def test_a_lone_request_is_answered_without_waiting_for_company(batcher, model):
+    assert (await batcher.submit(row(70))).labels == [1]
+    assert model.calls == [1]
 
 
 async def test_multi_row_request_keeps_row_order(batcher):
@@ -96,42 +87,33 @@ async def test_multi_row_request_keeps_row_order(batcher):
 
 
 async def test_a_failing_request_does_not_fail_its_batch_mates(batcher, model):
-    model.gate = threading.Event()
-    first = asyncio.ensure_future(batcher.submit(row(1)))
-    await wait_until_busy(model)
-    good = [asyncio.ensure_future(batcher.submit(row(v))) for v in (20, 30)]
-    bad = asyncio.ensure_future(batcher.submit(row(-5)))
-    more = asyncio.ensure_future(batcher.submit(row(60)))
-    model.gate.set()
-    results = await asyncio.gather(first, *good, more)
-    assert [r.probabilities[0] for r in results] == pytest.approx([0.01, 0.2, 0.3, 0.6])
-    with pytest.raises(ValueError, match="negative input"):
-        await bad
+    tasks = submit_all(batcher, [row(v) for v in (1, 20, 30, -5, 60)])
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert model.calls[0] == 5  # one batch, then each request alone
+    good = [done[i].probabilities[0] for i in (0, 1, 2, 4)]
+    assert good == pytest.approx([0.01, 0.2, 0.3, 0.6])
+    assert isinstance(done[3], ValueError) and "negative input" in str(done[3])
 
 
 async def test_a_row_of_the_wrong_width_fails_alone(batcher):
-    wrong = asyncio.ensure_future(batcher.submit(row(1, width=2)))
-    right = asyncio.ensure_future(batcher.submit(row(70)))
+    wrong, right = submit_all(batcher, [row(1, width=2), row(70)])
     assert (await right).labels == [1]
     with pytest.raises(WrongFeatureCount):
         await wrong
 
 
 async def test_full_queue_sheds_with_overloaded_and_counts_it(batcher, model):
-    model.gate = threading.Event()
-    in_flight = asyncio.ensure_future(batcher.submit(row(1)))
-    await wait_until_busy(model)
-    queued = [asyncio.ensure_future(batcher.submit(row(2))) for _ in range(16)]
-    await asyncio.sleep(0)
+    queued = submit_all(batcher, [row(2) for _ in range(16)])
+    await asyncio.sleep(0)  # the 16 are queued; their inference has not run yet
+    assert batcher.queued_rows == 16
     shed_before = metrics.SHED._value.get()
     with pytest.raises(Overloaded) as refused:
         await batcher.submit(row(3))
     assert refused.value.status_code == 503
     assert refused.value.headers == {"Retry-After": "1"}
     assert metrics.SHED._value.get() == shed_before + 1
-    model.gate.set()
-    results = await asyncio.gather(in_flight, *queued)
-    assert len(results) == 17  # everything accepted was answered
+    results = await asyncio.gather(*queued)
+    assert len(results) == 16  # everything accepted was answered
 
 
 async def test_without_a_model_requests_get_model_unavailable():
@@ -164,45 +146,38 @@ async def test_results_follow_a_model_swap_between_batches(model):
         batcher.stop()
 
 
-def rows_of(value: float, n: int, width: int = 3) -> np.ndarray:
-    return np.full((n, width), value, dtype=np.float32)
-
-
 async def test_a_request_that_does_not_fit_the_batch_goes_in_the_next_call(batcher, model):
-    model.gate = threading.Event()
-    first = asyncio.ensure_future(batcher.submit(row(1)))
-    await wait_until_busy(model)
-    five_a = asyncio.ensure_future(batcher.submit(rows_of(20, 5)))
-    five_b = asyncio.ensure_future(batcher.submit(rows_of(30, 5)))
-    await asyncio.sleep(0)
-    model.gate.set()
-    results = await asyncio.wait_for(asyncio.gather(first, five_a, five_b), 10)
-    assert model.calls == [1, 5, 5]  # 5 + 5 > max_batch_rows=8: never merged, never lost
+    tasks = submit_all(batcher, [row(1), rows_of(20, 5), rows_of(30, 5)])
+    results = await asyncio.gather(*tasks)
+    assert model.calls == [6, 5]  # 1 + 5 fit in 8, the next 5 do not: never merged, never lost
     assert results[1].probabilities == pytest.approx([0.2] * 5)
     assert results[2].probabilities == pytest.approx([0.3] * 5)
+
+
+async def test_a_request_larger_than_a_batch_goes_alone(batcher, model):
+    big, small = submit_all(batcher, [rows_of(40, 9), row(1)])
+    assert (await big).probabilities == pytest.approx([0.4] * 9)
+    assert (await small).probabilities == pytest.approx([0.01])
+    assert model.calls == [9, 1]
 
 
 async def test_stop_answers_everything_already_queued(model):
     batcher = MicroBatcher(lambda: model, max_batch_rows=2)
     batcher.start()
-    model.gate = threading.Event()
-    first = asyncio.ensure_future(batcher.submit(row(1)))
-    await wait_until_busy(model)
-    queued = [asyncio.ensure_future(batcher.submit(row(v))) for v in (2, 3, 4, 5, 6)]
-    await asyncio.sleep(0)
-    stopping = asyncio.ensure_future(asyncio.to_thread(batcher.stop))
-    await asyncio.sleep(0.05)
-    model.gate.set()
-    results = await asyncio.wait_for(asyncio.gather(first, *queued), 10)
-    await stopping
+    queued = submit_all(batcher, [row(v) for v in (1, 2, 3, 4, 5, 6)])
+    await asyncio.sleep(0)  # queued, not yet run
+    batcher.stop()
+    assert all(task.done() or not task.cancelled() for task in queued)
+    results = await asyncio.gather(*queued)
     assert [r.probabilities[0] for r in results] == pytest.approx(
         [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]
     )
+    assert model.calls == [2, 2, 2]
     with pytest.raises(ModelUnavailable):
         await batcher.submit(row(1))
 
 
-async def test_the_inference_thread_outlives_a_failure_outside_the_model(model):
+async def test_the_batcher_outlives_a_failure_outside_the_model(model):
     failures = [RuntimeError("registry gone")]
 
     def source() -> FakeModel:
@@ -214,13 +189,19 @@ async def test_the_inference_thread_outlives_a_failure_outside_the_model(model):
     batcher.start()
     try:
         with pytest.raises(RuntimeError, match="registry gone"):
-            await asyncio.wait_for(batcher.submit(row(1)), 10)
-        assert (await asyncio.wait_for(batcher.submit(row(40)), 10)).probabilities == pytest.approx(
-            [0.4]
-        )
+            await batcher.submit(row(1))
+        assert (await batcher.submit(row(40))).probabilities == pytest.approx([0.4])
         assert batcher.is_running
     finally:
         batcher.stop()
+
+
+async def test_a_cancelled_request_leaves_its_batch_mates_answered(batcher, model):
+    first, second = submit_all(batcher, [row(10), row(20)])
+    await asyncio.sleep(0)
+    first.cancel()
+    assert (await second).probabilities == pytest.approx([0.2])
+    assert first.cancelled()
 
 
 async def test_a_batcher_serves_again_after_stop_and_start(model):
@@ -229,7 +210,7 @@ async def test_a_batcher_serves_again_after_stop_and_start(model):
     batcher.stop()
     batcher.start()
     try:
-        assert (await asyncio.wait_for(batcher.submit(row(70)), 10)).labels == [1]
+        assert (await batcher.submit(row(70))).labels == [1]
         assert batcher.queued_rows == 0
     finally:
         batcher.stop()
