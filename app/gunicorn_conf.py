@@ -4,7 +4,7 @@ stock gunicorn managing uvicorn's worker class.
 Workers: `keel serve --workers N`, else WEB_CONCURRENCY, else the CPUs this
 process may use (app/core/cpu_count.py). The app is imported once in the
 master (`preload_app`); each forked worker runs the lifespan itself (model,
-batcher thread and pools are per process). On SIGTERM workers finish their
+batcher and pools are per process). On SIGTERM workers finish their
 requests in flight for up to `graceful_timeout` seconds.
 """
 
