@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Optional
 
@@ -34,8 +33,6 @@ from app.ops.router import router as ops_router
 from app.payments.router import router as payments_router
 from app.posts.router import router as posts_router
 from app.users.router import router as users_router
-
-logger = logging.getLogger(__name__)
 
 
 @asynccontextmanager

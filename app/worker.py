@@ -9,7 +9,6 @@ app/jobs/runner.py, the first module in `imports`.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Dict
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,8 +16,6 @@ from celery import Celery
 
 from app.core.config import get_settings
 from app.dev import register_embedded_defaults
-
-logger = logging.getLogger(__name__)
 
 # app.jobs.runner first: it wires the worker's process signals.
 TASK_MODULES = ("app.jobs.runner", "app.emails.tasks", "app.users.tasks", "app.auth.tasks")

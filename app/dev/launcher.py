@@ -3,7 +3,6 @@ Redis and an SMTP sink where not configured), migrated, the API and a worker."""
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -17,8 +16,6 @@ from typing import Dict, List, Optional, Tuple
 from app.core.config import get_settings
 from app.core.logging import configure_logging
 from app.dev import embedded
-
-logger = logging.getLogger("keel.dev")
 
 
 class Shutdown(Exception):
