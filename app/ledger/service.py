@@ -10,13 +10,11 @@ PostgreSQL still reports runs the whole transaction again (run_with_retry).
 
 from __future__ import annotations
 
-import logging
 from decimal import Decimal
-from typing import List, Optional, Tuple, TypeVar
+from typing import List, Optional, Tuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import AppError
 from app.core.transactions import run_with_retry
 from app.idempotency import service as idempotency
 from app.ledger import repository
@@ -25,11 +23,6 @@ from app.ledger.metrics import TRANSFERS
 from app.ledger.models import Account, LedgerEntry
 from app.ledger.money import format_money
 from app.ledger.schemas import TransferOut
-
-logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
 
 # ------------------------------------------------------------------ accounts
 
@@ -111,7 +104,12 @@ async def transfer_funds(
         except (AccountNotFound, CurrencyMismatch, InsufficientFunds) as error:
             TRANSFERS.labels(error.code).inc()
             if claim is not None:
-                await _store_error_and_commit(session, claim, error)
+                # This commit releases the locks taken so far; no money moved.
+                body = idempotency.error_response_body(error)
+                await idempotency.record_response(
+                    session, claim, status=error.status_code, body=body
+                )
+                await session.commit()
             raise
         if claim is not None:
             await idempotency.record_response(
@@ -121,16 +119,6 @@ async def transfer_funds(
         return result
 
     return await run_with_retry(session, attempt)
-
-
-async def _store_error_and_commit(
-    session: AsyncSession, claim: idempotency.Claim, error: AppError
-) -> None:
-    # The locks taken so far are released by this commit; no money moved.
-    await idempotency.record_response(
-        session, claim, status=error.status_code, body=idempotency.error_response_body(error)
-    )
-    await session.commit()
 
 
 async def _move_money(
