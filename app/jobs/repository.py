@@ -14,9 +14,8 @@ from app.jobs.models import QUEUED, RETRYING, RUNNING, SUCCEEDED, Job
 # The hot paths (enqueue, claim, success) use Core statements built once: the
 # ORM's per-call work costs more CPU than the round trips.
 _jobs: Table = Job.__table__  # type: ignore[assignment]
-_SNAPSHOT = (_jobs.c.id, _jobs.c.kind, _jobs.c.payload, _jobs.c.owner_id, _jobs.c.created_at)
-
-_INSERT = insert(_jobs).returning(*_SNAPSHOT)
+_COPIED = ("id", "kind", "payload", "owner_id", "created_at")
+_INSERT = insert(_jobs).returning(*(_jobs.c[name] for name in _COPIED))
 
 # Written for the driver (see claim_due_job); `updated_at` by hand, as the
 # ORM's onupdate does not apply here.
@@ -37,9 +36,6 @@ _SUCCEED_RUN = (
     .values(status=SUCCEEDED, attempts=_jobs.c.attempts + 1, last_error=None)
     .returning(_jobs.c.id)
 )
-
-
-_COPIED = ("id", "kind", "payload", "owner_id", "created_at")
 
 
 def _snapshot(values: Mapping[Any, Any]) -> Job:
@@ -86,20 +82,23 @@ async def lock_job(session: AsyncSession, job_id: int, *, skip_locked: bool) -> 
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def _autocommit_driver(connection: AsyncConnection, caller: str) -> Any:
+    """The driver's connection under `connection`, which must not be in a
+    transaction: these statements run once per job delivery, so they skip
+    the ORM and commit on their own."""
+    if connection.in_transaction():
+        raise RuntimeError(f"{caller} commits on its own: no transaction may be open")
+    return (await connection.get_raw_connection()).driver_connection
+
+
 async def claim_due_job(
     connection: AsyncConnection, job_id: int, *, kind: str, due_before: datetime
 ) -> Optional[Tuple[int, Job]]:
     """The common claim in one statement: a queued/retrying job of this kind,
-    due before `due_before` and not locked by anyone (SKIP LOCKED), becomes
-    `running` with one more delivery. Returns that delivery number and a
-    detached copy of the job, or None when the row is missing, locked, or
-    needs the careful path (lock_job).
-
-    `connection` must not be in a transaction: the statement commits on its
-    own and goes straight to the driver (it runs once per job delivery)."""
-    if connection.in_transaction():
-        raise RuntimeError("claim_due_job commits on its own: no transaction may be open")
-    driver: Any = (await connection.get_raw_connection()).driver_connection
+    due and not locked (SKIP LOCKED), becomes `running` with one more
+    delivery. Returns that delivery number and a detached copy of the job,
+    or None when the careful path (lock_job) must decide."""
+    driver = await _autocommit_driver(connection, "claim_due_job")
     row = await driver.fetchrow(_CLAIM_DUE_SQL, job_id, kind, due_before)
     if row is None:
         return None
@@ -113,10 +112,8 @@ _ANY_RUNNING_SQL = (
 
 async def any_running(connection: AsyncConnection, job_ids: Sequence[int]) -> bool:
     """Whether any of these jobs is `running` (a run in progress elsewhere, or
-    one that died with its worker). One autocommit statement."""
-    if connection.in_transaction():
-        raise RuntimeError("any_running runs on its own: no transaction may be open")
-    driver: Any = (await connection.get_raw_connection()).driver_connection
+    one that died with its worker)."""
+    driver = await _autocommit_driver(connection, "any_running")
     return bool(await driver.fetchval(_ANY_RUNNING_SQL, [int(job_id) for job_id in job_ids]))
 
 

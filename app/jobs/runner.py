@@ -114,12 +114,10 @@ async def execute_job(
     """Run one job on `connection` (not in a transaction; left in none)."""
     settings = settings or get_settings()
     # Fast path (one statement): a due queued/retrying job nobody is running.
-    claimed: Union[_Claim, Outcome, None] = None
     fast = await repository.claim_due_job(
         connection, job_id, kind=kind, due_before=utcnow() + _EARLY_TOLERANCE
     )
-    if fast is not None:
-        claimed = _Claim(*fast)
+    claimed: Union[_Claim, Outcome, None] = _Claim(*fast) if fast is not None else None
     async with AsyncSession(bind=connection, expire_on_commit=False) as session:
         if claimed is None:
             claimed = await _claim(session, job_id, kind, settings)
