@@ -38,11 +38,9 @@ logger = logging.getLogger(__name__)
 
 
 class PrincipalCache:
-    """Standing per user id, each entry valid for `ttl` seconds. An entry in
-    the second half of its life is still served but reports itself due for
-    a refresh, so a busy user's standing is reloaded in the background and
-    requests never queue behind that read. `generation` changes on every
-    invalidation: a load that started before one must not store its result."""
+    """Standing per user id, each entry valid for `ttl` seconds and due for a
+    refresh in its second half. `generation` changes on every invalidation:
+    a load that started before one must not store its result."""
 
     def __init__(self) -> None:
         self._entries: Dict[int, Tuple[Optional[Principal], float, float]] = {}
