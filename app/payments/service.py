@@ -69,13 +69,10 @@ async def pay_account(
     amount_minor: int,
     idempotency_key: Optional[str] = None,
 ) -> PaymentOut:
-    """Charge `amount_minor` and credit the user's account exactly once.
-
-    Raises AccountNotFound, PaymentDeclined (replays return it again),
+    """Raises AccountNotFound, PaymentDeclined (replays return it again),
     PaymentProviderError (the payment stays pending: a retry charges with the
     same provider key, and a webhook may still complete it),
-    IdempotencyKeyReused, PaymentsDisabled (nothing is written).
-    """
+    IdempotencyKeyReused, PaymentsDisabled (nothing is written)."""
     if not provider.payments_enabled():
         raise PaymentsDisabled()
     request_hash = idempotency.request_fingerprint(
@@ -101,6 +98,7 @@ async def pay_account(
     payment_id, currency = payment.id, payment.currency
     await session.commit()
 
+    provider_payment_id: Optional[str] = None
     if payment.status != SUCCEEDED:
         try:
             result = await provider.charge(
@@ -117,9 +115,7 @@ async def pay_account(
             logger.warning("payment %s: provider error: %s", payment_id, error)
             PAYMENTS.labels("provider_error").inc()
             raise PaymentProviderError() from None
-        provider_payment_id: Optional[str] = result.provider_payment_id
-    else:
-        provider_payment_id = None
+        provider_payment_id = result.provider_payment_id
 
     async def settle() -> PaymentOut:
         settled = await apply_succeeded_payment(
@@ -187,11 +183,9 @@ async def _record_decline(
 async def apply_succeeded_payment(
     session: AsyncSession, *, payment_id: int, provider_payment_id: Optional[str]
 ) -> Payment:
-    """Mark the payment succeeded and credit its account, once.
-
-    Locks the payment row; if it is already `succeeded` nothing changes, so
-    any number of calls (API path, webhook redeliveries) credit exactly once.
-    """
+    """Mark the payment succeeded and credit its account under the payment's
+    row lock, unless it already is: any number of calls (API path, webhook
+    redeliveries) credit exactly once."""
     payment = await repository.lock_payment(session, payment_id)
     if payment is None:
         raise LookupError(f"payment {payment_id} does not exist")
@@ -213,16 +207,11 @@ async def apply_succeeded_payment(
 async def handle_webhook(
     session: AsyncSession, *, payload: bytes, signature_header: Optional[str]
 ) -> None:
-    """Verify and apply one provider event.
-
-    The signature is checked on the raw body. Each event id is stored once
-    (unique constraint), in the same transaction as its effect: a redelivery
-    is a no-op, and a failed application is not recorded, so the provider's
-    redelivery tries again.
-
-    Raises InvalidSignature or InvalidEvent (400), PaymentsDisabled (503: no
-    provider configured, so no secret to trust; the provider redelivers later).
-    """
+    """Verify and apply one provider event. Each event id is stored once, in
+    the same transaction as its effect: a redelivery is a no-op, and a failed
+    application is not recorded, so the provider's redelivery tries again.
+    Raises InvalidSignature or InvalidEvent, PaymentsDisabled (no provider
+    configured, so no secret to trust; the provider redelivers later)."""
     if not provider.payments_enabled():
         raise PaymentsDisabled()
     try:
