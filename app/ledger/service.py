@@ -67,14 +67,11 @@ async def transfer_funds(
     amount: Decimal,
     idempotency_key: Optional[str] = None,
 ) -> TransferOut:
-    """Move `amount` from the user's account to another account, atomically,
-    under row locks; no balance goes negative (checked under the lock, and by
-    a CHECK constraint). With an idempotency key the first response (success
-    or business error) is stored and replayed, moving no money again.
-
-    Raises AccountNotFound, SameAccount, CurrencyMismatch, InsufficientFunds,
-    IdempotencyKeyReused (same key, different request).
-    """
+    """Move `amount` from the user's account to another; no balance goes
+    negative (checked under the lock, and by a CHECK constraint). With an
+    idempotency key the first response (success or business error) is stored
+    and replayed, moving no money again. Raises AccountNotFound, SameAccount,
+    CurrencyMismatch, InsufficientFunds, IdempotencyKeyReused."""
     if from_account_id == to_account_id:
         raise SameAccount()
     request_hash = None
@@ -161,10 +158,9 @@ async def _move_money(
 async def credit_payment(
     session: AsyncSession, *, account_id: int, amount: Decimal, payment_id: int
 ) -> Decimal:
-    """Credit a succeeded payment to its account with one ledger entry; the
-    only way money enters the ledger. The caller holds the payment's row lock
-    and has checked that it was not credited before (a unique constraint on
-    the entry's payment_id backs that up). Returns the new balance."""
+    """Credit a succeeded payment with one ledger entry: the only way money
+    enters the ledger. The caller holds the payment's row lock and has checked
+    that it was not credited before. Returns the new balance."""
     return await repository.credit_account(
         session, account_id=account_id, amount=amount, payment_id=payment_id
     )
