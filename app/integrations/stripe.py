@@ -96,11 +96,8 @@ def _stripe_client() -> stripe.StripeClient:
 async def charge(
     *, amount: int, currency: str, idempotency_key: str, metadata: Mapping[str, str]
 ) -> ChargeResult:
-    """Charge `amount` minor units of `currency`.
-
-    Returns the provider's payment id on success. Raises ChargeDeclined or
-    ProviderError. Never call this inside an open database transaction.
-    """
+    """Charge `amount` minor units of `currency`. Raises ChargeDeclined or
+    ProviderError. Never call this inside an open database transaction."""
     active = get_settings().active_payment_provider
     if active is None:
         raise PaymentsDisabled()
@@ -158,12 +155,10 @@ async def _stripe_charge(
 
 
 def verify_webhook(payload: bytes, signature_header: Optional[str]) -> Dict[str, Any]:
-    """Check the `Stripe-Signature` header (HMAC-SHA256 of `t.payload`, its
-    timestamp within 300 s of now, either way) against the raw body and
-    return the decoded event.
-
-    Raises InvalidWebhook for a bad signature or timestamp, MalformedEvent
-    for a signed body that is not a readable JSON object."""
+    """The event, once the `Stripe-Signature` header (HMAC-SHA256 of
+    `t.payload`, its timestamp within the tolerance either way) matches the
+    raw body. Raises InvalidWebhook for a bad signature or timestamp,
+    MalformedEvent for a signed body that is not a readable JSON object."""
     import stripe
 
     if not payments_enabled():
