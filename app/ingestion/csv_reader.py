@@ -76,13 +76,12 @@ class CheckedStream:
 def read_start(stream: CheckedStream) -> bytes:
     """First bytes of the file, after sniffing formats that are not CSV text
     (checked before UTF-8 so the message names the real problem)."""
-    stream_piece = stream.pull_unchecked()
     head = bytearray()
-    while stream_piece is not None:
-        head += stream_piece
-        if len(head) >= 4:
+    while len(head) < 4:
+        piece = stream.pull_unchecked()
+        if piece is None:
             break
-        stream_piece = stream.pull_unchecked()
+        head += piece
     if not head:
         raise InvalidCsv("The file is empty")
     data = bytes(head)
@@ -100,10 +99,7 @@ def read_start(stream: CheckedStream) -> bytes:
 
 def split_header(stream: CheckedStream, head: bytes) -> Tuple[bytes, bytes, int]:
     """(header record bytes, the bytes after it, the header's row number).
-
-    Skips leading blank lines as pandas does; the header record may contain
-    quoted newlines; it must fit in BLOCK_SIZE.
-    """
+    Skips leading blank lines as pandas does; quoted newlines are allowed."""
     buf = bytearray(head)
     eof = False
     header_row = 1

@@ -76,12 +76,9 @@ class CsvSummary:
 
 def summarize_csv(read_piece: PieceReader) -> CsvSummary:
     """Summarize a CSV file delivered as byte pieces (`None` marks the end).
-
     Raises InvalidCsv (with the line or row where it can tell) for empty,
-    compressed, binary, non-UTF-8, headerless or malformed files and
-    MissingColumns when `id`, `name` or `email` is absent from the header.
-    Any exception raised by `read_piece` propagates unchanged.
-    """
+    compressed, binary, non-UTF-8, headerless or malformed files, or
+    MissingColumns; what `read_piece` raises propagates unchanged."""
     stream = CheckedStream(read_piece)
     head = read_start(stream)
     header_bytes, rest, header_row = split_header(stream, head)

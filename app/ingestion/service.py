@@ -55,15 +55,11 @@ async def summarize_csv_upload(
     max_file_bytes: int,
     read_timeout: float,
 ) -> CsvSummary:
-    """Read a multipart body from `receive` and summarize its `file` field.
-
-    The file is parsed in a worker thread while it arrives. Raises
-    FileTooLarge as soon as it passes `max_file_bytes`, UploadTimeout when the
-    client is silent for `read_timeout` seconds, InvalidCsv / MissingColumns
-    after reading the body to its end (so the client sees the answer, not a
-    reset), RequestValidationError (422) without a `file` field and
-    InvalidMultipart for a malformed body.
-    """
+    """Summarize the `file` field of the multipart body, parsed in a worker
+    thread while it arrives. Raises FileTooLarge as soon as it passes
+    `max_file_bytes`, UploadTimeout, InvalidCsv / MissingColumns after reading
+    the body to its end (so the client sees the answer, not a reset),
+    RequestValidationError without a `file` field, InvalidMultipart."""
     boundary = multipart_boundary(content_type)
     loop = asyncio.get_running_loop()
     channel = ByteChannel(loop)

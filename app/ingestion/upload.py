@@ -42,11 +42,9 @@ _ABORT = object()
 
 class ByteChannel:
     """Bounded hand-off of byte pieces from the event loop to one thread.
-
-    The event loop awaits a free slot; the thread blocks on a queue and wakes
-    the loop only when the producer waits for room (a wake-up per piece costs
-    the loop). `consumer_done()` unblocks the producer, which then discards
-    its pieces."""
+    The thread wakes the loop only when the producer waits for room (a
+    wake-up per piece costs the loop). After `consumer_done()` the producer
+    discards its pieces."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int = CHANNEL_PIECES) -> None:
         self._loop = loop
