@@ -69,13 +69,9 @@ def _incoming_request_id(headers: Iterable[Tuple[bytes, bytes]]) -> str:
 
 
 class BodySizeLimitMiddleware:
-    """Reject bodies over a limit, counting bytes actually received.
-
-    Paths in `overrides` get their own limit (uploads); every other request
-    gets `default_limit`. Declared Content-Length over the limit is refused
-    before reading anything. `codes` gives a path its own error code for the
-    413 (default `payload_too_large`).
-    """
+    """Reject bodies over a limit, counting bytes actually received (a
+    declared Content-Length over it before reading anything). Paths in
+    `overrides` get their own limit, and in `codes` their own 413 code."""
 
     def __init__(
         self,

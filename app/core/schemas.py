@@ -33,12 +33,9 @@ class ErrorResponse(BaseModel):
 
 
 def error_responses(*statuses: int) -> Dict[Union[int, str], Dict[str, Any]]:
-    """OpenAPI `responses=` entries for the error statuses a route can return.
-
-    400 and 413 are always listed: besides our JSON errors, the HTTP server
-    answers a request it cannot parse (malformed headers) with plain text, and
-    any body over MAX_BODY_BYTES is refused with 413.
-    """
+    """OpenAPI `responses=` entries for the error statuses a route can return,
+    and always 400 (the HTTP server answers a request it cannot parse with
+    plain text) and 413 (any body over MAX_BODY_BYTES)."""
     responses: Dict[Union[int, str], Dict[str, Any]] = {
         status: {"model": ErrorResponse} for status in statuses
     }
@@ -46,6 +43,5 @@ def error_responses(*statuses: int) -> Dict[Union[int, str], Dict[str, Any]]:
         "model": ErrorResponse,
         "content": {"text/plain": {"schema": {"type": "string"}}},
     }
-    # Any request body over the size limit.
     responses.setdefault(413, {"model": ErrorResponse})
     return responses

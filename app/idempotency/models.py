@@ -14,11 +14,9 @@ from app.core.db import Base
 
 class IdempotencyKey(Base):
     """The first response to a request made with an `Idempotency-Key`.
-
     `response_status` is NULL while the first request is still running (or
     ended without a final answer, e.g. a payment provider error): a retry
-    then continues that request instead of starting a new one.
-    """
+    then continues that request instead of starting a new one."""
 
     __tablename__ = "idempotency_keys"
     __table_args__ = (UniqueConstraint("user_id", "key"),)

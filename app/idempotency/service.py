@@ -45,10 +45,8 @@ def request_fingerprint(method: str, path: str, payload: Dict[str, Any]) -> str:
 
 
 async def claim_key(session: AsyncSession, *, user_id: int, key: str, request_hash: str) -> Claim:
-    """Claim `key` for this request or find its earlier use.
-
-    Raises IdempotencyKeyReused when the key was used with another request.
-    """
+    """Claim `key` for this request or find its earlier use. Raises
+    IdempotencyKeyReused when the key was used with another request."""
     key_id = await repository.insert_idempotency_key(
         session, user_id=user_id, key=key, request_hash=request_hash
     )

@@ -68,11 +68,9 @@ async def get_job(session: AsyncSession, job_id: int) -> Optional[Job]:
 
 
 async def lock_job(session: AsyncSession, job_id: int, *, skip_locked: bool) -> Optional[Job]:
-    """The job row, locked FOR UPDATE (None if missing, or locked when skip_locked).
-
-    A run holds this lock while it works, so a lock that can be taken on a
-    `running` row means the run that claimed it is gone.
-    """
+    """The job row, locked FOR UPDATE (None if missing, or locked when
+    skip_locked). A run holds this lock while it works, so a lock that can be
+    taken on a `running` row means the run that claimed it is gone."""
     stmt = (
         select(Job)
         .where(Job.id == job_id)
@@ -151,13 +149,10 @@ async def list_jobs(
 async def claim_stale_jobs(
     session: AsyncSession, *, grace: timedelta, lease: timedelta, limit: int
 ) -> List[Tuple[int, str]]:
-    """Rows a broker message may have been lost for, marked as published now.
-
-    - queued/retrying, due, and not published within the grace period;
-    - running and untouched for longer than the lease (the hard time limit
-      plus the grace period: no live run lasts that long), and not locked
-      by a run (SKIP LOCKED).
-    """
+    """Rows a broker message may have been lost for, marked as published now:
+    queued/retrying, due, and not published within the grace period; or
+    running, unlocked, and untouched for longer than the lease (the hard time
+    limit plus the grace period: no live run lasts that long)."""
     now = func.now()
     stale = (
         select(Job.id)

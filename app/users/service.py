@@ -26,12 +26,10 @@ async def create_user(
     name: str,
     is_superuser: bool = False,
 ) -> User:
-    """Create an account. Emails are unique case-insensitively; raises EmailTaken.
-
+    """Create an account; raises EmailTaken (emails are case-insensitive).
     Checks for the email first so a duplicate sign-up does not pay for a hash;
-    the insert itself is ON CONFLICT DO NOTHING, so two racing sign-ups still
-    end with exactly one account and one EmailTaken.
-    """
+    the insert is ON CONFLICT DO NOTHING, so two racing sign-ups still end
+    with exactly one account and one EmailTaken."""
     email = normalize_email(email)
     if await repository.get_user_by_email(session, email) is not None:
         raise EmailTaken()
