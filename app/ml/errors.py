@@ -21,7 +21,6 @@ class WrongFeatureCount(UnprocessableEntity):
 
 
 class ModelNotFound(NotFound):
-    code = "not_found"
     message = "Model version not found"
 
 

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -103,11 +104,9 @@ class Registry:
         return result
 
     def read_artifact(self, version: str) -> Artifact:
-        """Read a version's files and verify their SHA-256 against the manifest.
-
-        Raises ModelNotFound for an unknown version, ArtifactError when a file
-        is missing, unreadable or does not match its checksum.
-        """
+        """A version's files, verified against the manifest. Raises
+        ModelNotFound, or ArtifactError when a file is missing, unreadable or
+        does not match its checksum."""
         manifest = self.read_manifest(version)
         folder = self.root / version
         try:
@@ -148,7 +147,9 @@ class Registry:
                     "parity_sha256": sha256_bytes(parity_bytes),
                 }
                 (staging / MANIFEST_FILE).write_text(json.dumps(full, indent=2))
-                _fsync_dir_files(staging)
+                for child in staging.iterdir():
+                    _fsync_path(child)
+                _fsync_path(staging)
                 try:
                     # Fails if another process took this version in the meantime.
                     os.rename(staging, self.root / version)
@@ -159,9 +160,7 @@ class Registry:
             raise ArtifactError("could not allocate a version number")
         finally:
             if staging.exists():
-                for child in staging.iterdir():
-                    child.unlink()
-                staging.rmdir()
+                shutil.rmtree(staging)
 
     # ------------------------------------------------------------ active pointer
     @property
@@ -206,9 +205,3 @@ def _fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _fsync_dir_files(folder: Path) -> None:
-    for child in folder.iterdir():
-        _fsync_path(child)
-    _fsync_path(folder)

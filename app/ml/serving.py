@@ -10,6 +10,7 @@ no request fails; a candidate failing any check leaves the old model serving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -75,10 +76,8 @@ class ModelServer:
     async def stop(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-            except asyncio.CancelledError:
-                pass
             self._watcher = None
         if self._batcher is not None:
             batcher, self._batcher = self._batcher, None
