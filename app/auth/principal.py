@@ -3,17 +3,15 @@
 `CurrentUser` (app/auth/dependencies.py) runs this: verify the JWT, then
 check the account's standing (active, sessions not revoked since the token
 was issued) against a short-lived per-process cache, loaded by one read on a
-miss. Endpoints get a `Principal` (id, standing, email and name), never the
-row. Email and name never change once an account exists, so `GET
-/api/users/me` answers from the principal.
+miss. Endpoints get a `Principal` (app/core/security.py), never the row.
 
 Revocation bound: in other processes a deactivation or session revocation
-takes effect within `AUTH_CACHE_SECONDS` (default 2 s; 0 turns the cache
-off); the process that performs it drops its entry when its transaction
-commits. A verified token's claims are kept until its `exp` (the standing
-check still runs on every request). An entry in the second half of its life
-is refreshed in the background, so a busy user's requests never wait for
-that read; a load that started before a revocation never stores its result.
+takes effect within `AUTH_CACHE_SECONDS` (0 turns the cache off); the
+process that performs it drops its entry when its transaction commits. A
+verified token's claims are kept until its `exp` (the standing check still
+runs on every request). An entry in the second half of its life is refreshed
+in the background, so a busy user's requests never wait for that read; a
+load that started before a revocation never stores its result.
 """
 
 from __future__ import annotations
@@ -84,11 +82,9 @@ principal_cache = PrincipalCache()
 
 
 class TokenCache:
-    """Verified access tokens → (user id, iat, exp), valid until `exp`.
-
-    Only tokens that passed `decode_token` get in, so a flood of forged
-    tokens costs a signature check each, as before. Bound in size; emptied
-    if the signing key or algorithm changes."""
+    """Verified access tokens → (user id, iat, exp), valid until `exp`. Only
+    tokens that passed `decode_token` get in, so a forged token still costs
+    a signature check. Emptied when full, or when the key or algorithm changes."""
 
     def __init__(self, max_entries: int = 10_000) -> None:
         self.max_entries = max_entries
