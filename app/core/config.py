@@ -72,10 +72,9 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(10, ge=0)
     db_pool_timeout: float = Field(5.0, gt=0)
     db_pool_recycle: int = Field(1800, ge=-1)
-    # Pre-ping lets the pool recover by itself after a database restart. A
-    # ping costs round trips, so only connections idle longer than
-    # `db_pre_ping_idle_seconds` are pinged (0 pings every checkout); under
-    # load connections are never idle that long and no ping is paid.
+    # Pre-ping lets the pool recover by itself after a database restart. A ping
+    # costs round trips, so only connections idle longer than
+    # `db_pre_ping_idle_seconds` are pinged (0: every checkout), never under load.
     db_pool_pre_ping: bool = True
     db_pre_ping_idle_seconds: float = Field(1.0, ge=0)
     db_connect_timeout: float = Field(3.0, gt=0)
@@ -105,8 +104,7 @@ class Settings(BaseSettings):
     # `keel serve` workers; default: the CPUs the process may use (app/core/cpu_count.py).
     web_concurrency: Optional[int] = Field(None, ge=1)
     # uvicorn's `loop` setting. asyncio by default: on a saturated worker uvloop
-    # serves more requests but answers some connections far later than others
-    # (a much longer p99 tail); bench/README.md has the figures.
+    # serves more requests but answers some connections far later (bench/README.md).
     event_loop: Literal["asyncio", "uvloop", "auto"] = "asyncio"
     host: str = "127.0.0.1"
     port: int = 8000

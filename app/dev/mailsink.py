@@ -82,8 +82,7 @@ class MailSink:
 
     def start(self) -> MailSink:
         self._thread.start()
-        future = asyncio.run_coroutine_threadsafe(self._serve(), self._loop)
-        future.result(timeout=10)
+        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(timeout=10)
         return self
 
     def _session(self) -> SMTP:

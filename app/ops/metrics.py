@@ -67,12 +67,12 @@ REGISTRY.register(_pool_collector)
 
 
 def render_metrics() -> tuple[bytes, str]:
+    registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
         registry.register(_pool_collector)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
 class MetricsMiddleware:
@@ -81,9 +81,8 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        # labels() hashes and looks up its arguments on every call (costly
-        # under gunicorn's multiprocess mode); the label sets are few, so keep
-        # the children.
+        # labels() hashes and looks up its arguments on every call (costly in
+        # multiprocess mode); the label sets are few, so keep the children.
         self._children: Dict[Tuple[str, str, int], Tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
