@@ -1,15 +1,10 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from sqlalchemy import ForeignKey, Index, String, Text
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base
 from app.core.models import TimestampMixin
-
-if TYPE_CHECKING:
-    from app.users.models import User
 
 
 class Post(TimestampMixin, Base):
@@ -22,5 +17,3 @@ class Post(TimestampMixin, Base):
     )
     title: Mapped[str] = mapped_column(String(200), nullable=False)
     body: Mapped[str] = mapped_column(Text, nullable=False, default="")
-
-    author: Mapped[User] = relationship(back_populates="posts", lazy="raise")

@@ -26,9 +26,7 @@ class User(TimestampMixin, Base):
     # Access tokens issued before this instant are refused (password reset, logout-all).
     tokens_valid_after: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
 
-    posts: Mapped[List[Post]] = relationship(
-        back_populates="author", lazy="raise", order_by="desc(Post.id)"
-    )
+    posts: Mapped[List[Post]] = relationship(lazy="raise", order_by="desc(Post.id)")
 
     def __repr__(self) -> str:  # never include the hash
         return f"User(id={self.id!r})"
