@@ -93,6 +93,10 @@ def pytest_configure(config: pytest.Config) -> None:
             "REDIS_URL": _redis_url(),
             "BCRYPT_ROUNDS": "4",
             "DATA_DIR": str(_DATA_DIR),
+            # Production's bound (0.5 s) is shorter than a stall of this
+            # process on a machine whose cores other work keeps busy; no test
+            # depends on it (a Redis outage is a refused connection).
+            "REDIS_TIMEOUT_SECONDS": "10",
         }
     )
     # The fuzzing report (tests/e2e/test_fuzz_openapi.py) too; its summary is

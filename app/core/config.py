@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     # Unset means "use the embedded defaults" (see app/dev).
     database_url: Optional[str] = None
     redis_url: Optional[str] = None
+    # A Redis that does not connect or answer within this counts as down: no request waits on it.
+    redis_timeout_seconds: float = Field(0.5, gt=0)
     smtp_host: Optional[str] = None
     smtp_port: Optional[int] = None
     smtp_username: Optional[str] = None

@@ -31,10 +31,11 @@ _client: Optional[aioredis.Redis] = None
 def get_redis() -> aioredis.Redis:
     global _client
     if _client is None:
+        settings = get_settings()
         _client = aioredis.Redis.from_url(
-            resolve_redis_url(get_settings()),
-            socket_timeout=0.5,
-            socket_connect_timeout=0.5,
+            resolve_redis_url(settings),
+            socket_timeout=settings.redis_timeout_seconds,
+            socket_connect_timeout=settings.redis_timeout_seconds,
             health_check_interval=30,
         )
     return _client

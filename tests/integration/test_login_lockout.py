@@ -93,3 +93,15 @@ async def test_a_successful_login_clears_only_its_own_pair(
         # The owner's success elsewhere gives the attacker no fresh guesses.
         assert (await _login(attacker, owner["email"], "wrong-password")).status_code == 401
         assert (await _login(attacker, owner["email"], "wrong-password")).status_code == 429
+
+
+async def test_redis_calls_are_bounded_by_the_setting() -> None:
+    """Past REDIS_TIMEOUT_SECONDS Redis counts as down (the throttle fails
+    open); the suite sets 10 s, production's default is 0.5 s."""
+    from app.core.config import Settings, get_settings
+    from app.core.redis import get_redis
+
+    kwargs = get_redis().connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == kwargs["socket_connect_timeout"] == 10
+    assert get_settings().redis_timeout_seconds == 10
+    assert Settings.model_fields["redis_timeout_seconds"].default == 0.5
