@@ -1,19 +1,28 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, List, Tuple
 
 from app.auth.principal import Principal, PrincipalCache, TokenCache
 
 
-def test_cached_standing_expires_after_its_ttl() -> None:
+def _cache_on_a_hand_clock() -> Tuple[PrincipalCache, List[float]]:
+    """A cache whose clock moves only when the test moves it."""
     cache = PrincipalCache()
+    now = [1000.0]
+    cache.clock = lambda: now[0]
+    return cache, now
+
+
+def test_cached_standing_expires_after_its_ttl() -> None:
+    cache, now = _cache_on_a_hand_clock()
     principal = Principal(
         id=7, is_superuser=False, tokens_valid_after=None, email="u@example.com", name="u"
     )
     cache.put(7, principal, ttl=0.05)
+    now[0] += 0.049
     assert cache.get(7) == (True, principal)
-    time.sleep(0.06)
+    now[0] += 0.002
     assert cache.get(7) == (False, None)
 
 
@@ -101,15 +110,16 @@ def test_verify_access_token_rejects_forged_expired_and_odd_subjects() -> None:
 
 
 def test_an_entry_in_its_second_half_is_served_and_due_for_refresh() -> None:
-    cache = PrincipalCache()
+    cache, now = _cache_on_a_hand_clock()
     principal = Principal(
         id=3, is_superuser=False, tokens_valid_after=None, email="u@example.com", name="u"
     )
     cache.put(3, principal, ttl=0.2)
+    now[0] += 0.09
     assert cache.lookup(3) == (True, principal, False)
-    time.sleep(0.12)
+    now[0] += 0.02
     assert cache.lookup(3) == (True, principal, True)
-    time.sleep(0.1)
+    now[0] += 0.1
     assert cache.lookup(3) == (False, None, False)
 
 
