@@ -192,11 +192,11 @@ async def client(app: Any, session: Any) -> AsyncIterator[Any]:
         await session.commit()
 
     @asynccontextmanager
-    async def shared_session() -> AsyncIterator[Any]:
-        yield session
+    async def shared_connection() -> AsyncIterator[Any]:
+        yield await session.connection()  # reads see the test's uncommitted rows
 
     # One gate place: the Reader's statements take turns on the shared connection.
-    reader = Reader(shared_session, FifoGate(1), 5.0)
+    reader = Reader(shared_connection, FifoGate(1), 5.0)
 
     async def override_get_reader() -> Reader:
         return reader

@@ -131,7 +131,8 @@ def _process_reader() -> Reader:
     return db.reader
 
 
-# Tests point this at their own (rolled-back) session.
+# Where standing reads go: the process's Reader unless replaced (the suite
+# replaces it with one that reads inside its rolled-back transaction).
 standing_reader: Callable[[], Reader] = _process_reader
 
 

@@ -206,8 +206,6 @@ class Reader:
 
     async def _fetch(self, read: PreparedRead, parameters: Dict[str, Any]) -> List[Any]:
         async with self._connect() as connection:
-            if isinstance(connection, AsyncSession):  # tests share their session
-                connection = await connection.connection()
             driver = (await connection.get_raw_connection()).driver_connection
             try:
                 return await driver.fetch(read.sql, *read.arguments(parameters))

@@ -31,7 +31,7 @@ async def test_statement_timeout_on_the_sqlalchemy_path_is_503(session: Any) -> 
 async def test_statement_timeout_on_reader_fetch_is_503(session: Any) -> None:
     @asynccontextmanager
     async def shared() -> AsyncIterator[Any]:
-        yield session
+        yield await session.connection()
 
     await session.execute(text("SET LOCAL statement_timeout = '20ms'"))
     with pytest.raises(DatabaseTimeout) as caught:
@@ -42,7 +42,7 @@ async def test_statement_timeout_on_reader_fetch_is_503(session: Any) -> None:
 async def test_prepared_read_binds_named_and_literal_parameters(session: Any) -> None:
     @asynccontextmanager
     async def shared() -> AsyncIterator[Any]:
-        yield session
+        yield await session.connection()
 
     read = PreparedRead(
         select(literal(7).label("fixed"), bindparam("b", type_=None).label("b")).where(
