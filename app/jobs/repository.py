@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.pagination import PageQuery, fetch_page
 from app.jobs.models import QUEUED, RETRYING, RUNNING, SUCCEEDED, Job
@@ -80,39 +80,32 @@ async def lock_job(session: AsyncSession, job_id: int, *, skip_locked: bool) -> 
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def _autocommit_driver(connection: AsyncConnection, caller: str) -> Any:
-    """The driver's connection under `connection`, which must not be in a
-    transaction: these statements run once per job delivery, so they skip
-    the ORM and commit on their own."""
-    if connection.in_transaction():
-        raise RuntimeError(f"{caller} commits on its own: no transaction may be open")
-    return (await connection.get_raw_connection()).driver_connection
-
-
 async def claim_due_job(
-    connection: AsyncConnection, job_id: int, *, kind: str, due_before: datetime
+    session: AsyncSession, job_id: int, *, kind: str, due_before: datetime
 ) -> Optional[Tuple[int, Job]]:
-    """The common claim in one statement: a queued/retrying job of this kind,
-    due and not locked (SKIP LOCKED), becomes `running` with one more
+    """The common claim in one statement, in the session's transaction (the
+    caller commits it before the job runs): a queued/retrying job of this
+    kind, due and not locked (SKIP LOCKED), becomes `running` with one more
     delivery. Returns that delivery number and a detached copy of the job,
     or None when the careful path (lock_job) must decide."""
-    driver = await _autocommit_driver(connection, "claim_due_job")
-    row = await driver.fetchrow(_CLAIM_DUE_SQL, job_id, kind, due_before)
+    connection = await session.connection()
+    # numeric_dollar is the asyncpg dialect's paramstyle: `$n` SQL as written.
+    result = await connection.exec_driver_sql(_CLAIM_DUE_SQL, (job_id, kind, due_before))
+    row = result.first()
     if row is None:
         return None
-    return row["deliveries"], _snapshot(row)
+    return row.deliveries, _snapshot(row._mapping)
 
 
-_ANY_RUNNING_SQL = (
-    f"SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ANY($1::int[]) AND status = '{RUNNING}')"
-)
-
-
-async def any_running(connection: AsyncConnection, job_ids: Sequence[int]) -> bool:
+async def any_running(session: AsyncSession, job_ids: Sequence[int]) -> bool:
     """Whether any of these jobs is `running` (a run in progress elsewhere, or
     one that died with its worker)."""
-    driver = await _autocommit_driver(connection, "any_running")
-    return bool(await driver.fetchval(_ANY_RUNNING_SQL, [int(job_id) for job_id in job_ids]))
+    statement = select(
+        select(_jobs.c.id)
+        .where(_jobs.c.id.in_([int(job_id) for job_id in job_ids]), _jobs.c.status == RUNNING)
+        .exists()
+    )
+    return bool((await session.execute(statement)).scalar())
 
 
 def detached_copy(job: Job) -> Job:

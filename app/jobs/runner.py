@@ -113,13 +113,18 @@ async def execute_job(
 ) -> Outcome:
     """Run one job on `connection` (not in a transaction; left in none)."""
     settings = settings or get_settings()
-    # Fast path (one statement): a due queued/retrying job nobody is running.
-    fast = await repository.claim_due_job(
-        connection, job_id, kind=kind, due_before=utcnow() + _EARLY_TOLERANCE
-    )
-    claimed: Union[_Claim, Outcome, None] = _Claim(*fast) if fast is not None else None
     async with AsyncSession(bind=connection, expire_on_commit=False) as session:
-        if claimed is None:
+        # Fast path (one statement): a due queued/retrying job nobody is
+        # running. The claim commits before the job runs, so a worker that
+        # dies mid-job leaves the delivery counted.
+        fast = await repository.claim_due_job(
+            session, job_id, kind=kind, due_before=utcnow() + _EARLY_TOLERANCE
+        )
+        claimed: Union[_Claim, Outcome]
+        if fast is not None:
+            await session.commit()
+            claimed = _Claim(*fast)
+        else:
             claimed = await _claim(session, job_id, kind, settings)
         if isinstance(claimed, Outcome):
             return claimed
@@ -296,8 +301,8 @@ async def execute_batch(
     outcomes: Dict[int, Outcome] = {}
     cursor = [0]  # the next index to start, shared by the lanes
     if lanes > 1 and len(job_ids) > 1:
-        async with engine.connect() as connection:
-            if await repository.any_running(connection, job_ids):
+        async with AsyncSession(engine) as session:
+            if await repository.any_running(session, job_ids):
                 # Likely a redelivery after a worker died: one at a time, so
                 # that a job that kills its worker costs the jobs beside it
                 # no further lost deliveries (they would end up dead too).
