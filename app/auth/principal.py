@@ -17,20 +17,18 @@ load that started before a revocation never stores its result.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from typing import Callable, Dict, Optional, Tuple
 
 import jwt
-from sqlalchemy import bindparam, select
 
+from app.auth.repository import standing_read
 from app.core.config import Settings, get_settings
-from app.core.db import PreparedRead, Reader, db
+from app.core.db import Reader, db
 from app.core.errors import InvalidToken
 from app.core.schemas import MAX_DB_ID
 from app.core.security import ACCESS, Principal, decode_token
-from app.users.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -117,16 +115,6 @@ token_cache = TokenCache()
 _standing_loads: Dict[int, asyncio.Task[Optional[Principal]]] = {}
 
 
-@functools.cache
-def _standing_read() -> PreparedRead:
-    # Built at first use, when every model is mapped.
-    return PreparedRead(
-        select(User.id, User.is_superuser, User.tokens_valid_after, User.email, User.name).where(
-            User.id == bindparam("user_id"), User.is_active.is_(True)
-        )
-    )
-
-
 def _process_reader() -> Reader:
     return db.reader
 
@@ -140,7 +128,7 @@ async def _load_principal(user_id: int) -> Optional[Principal]:
     """One prepared read, no ORM session: it runs every AUTH_CACHE_SECONDS / 2
     per busy user on the event loop that serves requests, where a session's
     machinery costs several times the read (bench/README.md)."""
-    rows = await standing_reader().fetch(_standing_read(), {"user_id": user_id})
+    rows = await standing_reader().fetch(standing_read(), {"user_id": user_id})
     if not rows:
         return None
     row = rows[0]

@@ -1,14 +1,17 @@
-"""All SQL of the auth domain (refresh-token families)."""
+"""All SQL of the auth domain (refresh-token families, the standing read)."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any, Optional
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import PasswordResetToken, RefreshToken
+from app.core.db import PreparedRead
+from app.users.models import User
 
 
 async def add_refresh_token(
@@ -77,4 +80,16 @@ async def use_all_password_reset_tokens(session: AsyncSession, user_id: int, now
         update(PasswordResetToken)
         .where(PasswordResetToken.user_id == user_id, PasswordResetToken.used_at.is_(None))
         .values(used_at=now)
+    )
+
+
+@functools.cache
+def standing_read() -> PreparedRead:
+    """What a principal is built from: an active user's id, superuser flag,
+    token cut-off, email and name (app/auth/principal.py). Built at first
+    use, when every model is mapped."""
+    return PreparedRead(
+        select(User.id, User.is_superuser, User.tokens_valid_after, User.email, User.name).where(
+            User.id == bindparam("user_id"), User.is_active.is_(True)
+        )
     )
