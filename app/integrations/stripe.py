@@ -69,7 +69,7 @@ def set_client(client: Optional[stripe.StripeClient]) -> None:
 def build_client(http_client: Optional[stripe.HTTPClient] = None) -> stripe.StripeClient:
     """A Stripe client with our timeout and retry policy; `http_client`
     replaces the SDK's HTTP layer (httpx by default)."""
-    import stripe  # imported when used: it pulls in httpx, rich, ... (~0.4 s of API start)
+    import stripe  # imported when used: it pulls in httpx, rich, ... (slow to import)
 
     settings = get_settings()
     if not settings.stripe_api_key:
